@@ -1,0 +1,3 @@
+module github.com/svcplan/svcplan
+
+go 1.26
