@@ -338,3 +338,16 @@ func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
 	}
 	return false
 }
+
+// PrimaryNodeIP returns the node's first address of one family, in the
+// order of Node.IPs, and whether it has one. kube-proxy calls it the node
+// IP; load balancer source ranges that contain it let the node reach the
+// load balancer IPs.
+func (s *State) PrimaryNodeIP(ipv6 bool) (netip.Addr, bool) {
+	for _, a := range s.Node.IPs {
+		if a.Is6() == ipv6 && (ipv6 || a.Is4()) {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
