@@ -8,9 +8,9 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-func ip(s string) netip.Addr      { return netip.MustParseAddr(s) }
-func ap(s string) netip.AddrPort  { return netip.MustParseAddrPort(s) }
-func pfx(s string) netip.Prefix   { return netip.MustParsePrefix(s) }
+func ip(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+func pfx(s string) netip.Prefix  { return netip.MustParsePrefix(s) }
 func ips(s ...string) []netip.Addr {
 	var out []netip.Addr
 	for _, x := range s {
