@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -62,33 +63,60 @@ func externallyAccessible(svc *Service, port *ServicePort) bool {
 type candidate struct {
 	ep     *Endpoint
 	target Target
+	// key is the target as kube-proxy sorts it, its "ip:port" text.
+	key  [48]byte
+	klen uint8
+}
+
+func (c *candidate) sortKey() []byte { return c.key[:c.klen] }
+
+// Selector chooses endpoints like SelectEndpoints, reusing its scratch
+// space between calls; compilers keep one per goroutine. The zero value is
+// ready to use. A Selector is not safe for concurrent use.
+type Selector struct {
+	cands               []candidate
+	all, cluster, local []Target
 }
 
 // SelectEndpoints returns the endpoints of port of svc in one family
 // (IPv6 if ipv6) as seen from the node of st. Endpoints that lack the
 // port, or whose address is of the other family, are left out; an address
-// listed twice counts once (local if either copy is).
+// listed twice counts once (local if either copy is). The returned slices
+// may share storage; callers must not modify them.
 func SelectEndpoints(st *State, svc *Service, port *ServicePort, ipv6 bool) PortEndpoints {
-	cands := candidates(st, svc, port, ipv6)
+	var s Selector
+	return s.Select(st, svc, port, ipv6)
+}
+
+// Select is SelectEndpoints using the selector's scratch space: the
+// slices it returns are valid only until the next call on s.
+func (s *Selector) Select(st *State, svc *Service, port *ServicePort, ipv6 bool) PortEndpoints {
+	cands := s.candidates(st, svc, port, ipv6)
 	var pe PortEndpoints
 	if len(cands) == 0 {
 		return pe
 	}
+	all := s.all[:0]
+	for i := range cands {
+		all = append(all, cands[i].target)
+	}
+	s.all = all
 	node := st.Node.Name
 	usesCluster, usesLocal := UsesCluster(svc, port), UsesLocal(svc, port)
 	if usesCluster {
 		mode := topologyMode(cands, node, st.Node.Zone)
-		pe.Cluster = filter(cands, func(c candidate) bool {
+		pe.Cluster = filter(cands, all, &s.cluster, func(c *candidate) bool {
 			return c.ep.Ready && availableForTopology(c.ep, mode, node, st.Node.Zone)
 		})
 		if len(pe.Cluster) == 0 {
-			pe.Cluster = filter(cands, servingTerminating)
+			pe.Cluster = filter(cands, all, &s.cluster, servingTerminating)
 		}
 		pe.HasAny = len(pe.Cluster) > 0
 	}
 	if usesLocal {
 		var localReady, localST bool
-		for _, c := range cands {
+		for i := range cands {
+			c := &cands[i]
 			switch {
 			case c.ep.Ready:
 				pe.HasAny = true
@@ -100,9 +128,9 @@ func SelectEndpoints(st *State, svc *Service, port *ServicePort, ipv6 bool) Port
 		}
 		switch {
 		case localReady:
-			pe.Local = filter(cands, func(c candidate) bool { return c.target.Local && c.ep.Ready })
+			pe.Local = filter(cands, all, &s.local, func(c *candidate) bool { return c.target.Local && c.ep.Ready })
 		case localST:
-			pe.Local = filter(cands, func(c candidate) bool { return c.target.Local && servingTerminating(c) })
+			pe.Local = filter(cands, all, &s.local, func(c *candidate) bool { return c.target.Local && servingTerminating(c) })
 		default:
 			pe.Local = []Target{}
 		}
@@ -111,12 +139,12 @@ func SelectEndpoints(st *State, svc *Service, port *ServicePort, ipv6 bool) Port
 	return pe
 }
 
-func servingTerminating(c candidate) bool { return c.ep.IsServing() && c.ep.Terminating }
+func servingTerminating(c *candidate) bool { return c.ep.IsServing() && c.ep.Terminating }
 
 // candidates returns the endpoints of one family having port, deduplicated
 // and sorted as kube-proxy sorts them (by their "ip:port" string).
-func candidates(st *State, svc *Service, port *ServicePort, ipv6 bool) []candidate {
-	var out []candidate
+func (s *Selector) candidates(st *State, svc *Service, port *ServicePort, ipv6 bool) []candidate {
+	out := s.cands[:0]
 	for i := range svc.Endpoints {
 		ep := &svc.Endpoints[i]
 		if !ep.Addr.IsValid() || ep.Addr.Is6() != ipv6 || (!ipv6 && !ep.Addr.Is4()) {
@@ -130,13 +158,17 @@ func candidates(st *State, svc *Service, port *ServicePort, ipv6 bool) []candida
 			AddrPort: netip.AddrPortFrom(ep.Addr, uint16(pn)),
 			Local:    ep.IsLocal(st.Node.Name),
 		}})
+		c := &out[len(out)-1]
+		c.klen = uint8(len(c.target.AddrPort.AppendTo(c.key[:0])))
 	}
-	slices.SortStableFunc(out, func(a, b candidate) int {
-		return compareTargetStrings(a.target.AddrPort, b.target.AddrPort)
-	})
+	s.cands = out
+	if !slices.IsSortedFunc(out, compareCandidates) {
+		slices.SortStableFunc(out, compareCandidates)
+	}
 	// Deduplicate, preferring a local copy.
 	dedup := out[:0]
-	for _, c := range out {
+	for i := range out {
+		c := out[i]
 		if n := len(dedup); n > 0 && dedup[n-1].target.AddrPort == c.target.AddrPort {
 			if c.target.Local && !dedup[n-1].target.Local {
 				dedup[n-1] = c
@@ -148,6 +180,8 @@ func candidates(st *State, svc *Service, port *ServicePort, ipv6 bool) []candida
 	return dedup
 }
 
+func compareCandidates(a, b candidate) int { return bytes.Compare(a.sortKey(), b.sortKey()) }
+
 // compareTargetStrings orders endpoints by their "ip:port" text, as
 // kube-proxy does, so that rule order matches its output.
 func compareTargetStrings(a, b netip.AddrPort) int {
@@ -157,12 +191,28 @@ func compareTargetStrings(a, b netip.AddrPort) int {
 	return slices.Compare(sa, sb)
 }
 
-func filter(cands []candidate, keep func(candidate) bool) []Target {
-	out := []Target{}
-	for _, c := range cands {
-		if keep(c) {
-			out = append(out, c.target)
+// filter returns the targets of the candidates keep accepts; all holds the
+// targets of every candidate and is returned itself when all are kept,
+// otherwise the result is built in *buf.
+func filter(cands []candidate, all []Target, buf *[]Target, keep func(*candidate) bool) []Target {
+	n := 0
+	for i := range cands {
+		if keep(&cands[i]) {
+			n++
 		}
+	}
+	if n == len(cands) {
+		return all
+	}
+	out := (*buf)[:0]
+	for i := range cands {
+		if keep(&cands[i]) {
+			out = append(out, cands[i].target)
+		}
+	}
+	*buf = out
+	if out == nil {
+		out = []Target{}
 	}
 	return out
 }
@@ -196,7 +246,8 @@ const (
 // zone hints when every ready endpoint has one and one names this zone.
 func topologyMode(cands []candidate, node, zone string) string {
 	ready, allNode, forNode, allZone, forZone := false, true, false, true, false
-	for _, c := range cands {
+	for i := range cands {
+		c := &cands[i]
 		if !c.ep.Ready {
 			continue
 		}

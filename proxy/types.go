@@ -275,9 +275,12 @@ func (p *ServicePort) ProtocolOrDefault() Protocol {
 }
 
 // ServicePortName returns the kube-proxy name of a service port,
-// "namespace/name:port" (":port" left as ":" for an unnamed port), used in
+// "namespace/name:port", or "namespace/name" for an unnamed port, used in
 // comments and chain-name hashes.
 func ServicePortName(s *Service, p *ServicePort) string {
+	if p.Name == "" {
+		return s.Namespace + "/" + s.Name
+	}
 	return s.Namespace + "/" + s.Name + ":" + p.Name
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -66,6 +67,9 @@ func (s *State) Validate() error {
 	v := validator{
 		clusterIPs: make(map[netip.Addr]string),
 		nodePorts:  make(map[nodePortKey]string),
+		known:      make(map[string]bool),
+		portNames:  make(map[string]string),
+		numbers:    make(map[nodePortKey]string),
 	}
 	v.config(&s.Config)
 	v.node(&s.Node)
@@ -98,17 +102,17 @@ type validator struct {
 	// that claimed it.
 	clusterIPs map[netip.Addr]string
 	nodePorts  map[nodePortKey]string
+	// The rest is scratch space for one service at a time, cleared and
+	// reused so that validating many services allocates little.
+	known     map[string]bool
+	portNames map[string]string
+	numbers   map[nodePortKey]string
+	claims    []endpointClaim
 }
 
 type nodePortKey struct {
 	proto Protocol
 	port  int
-}
-
-type endpointKey struct {
-	addr netip.Addr
-	name string
-	port int
 }
 
 func (v *validator) add(path string, err error) {
@@ -163,8 +167,14 @@ func (v *validator) node(n *Node) {
 }
 
 func (v *validator) service(path string, s *Service) {
-	v.label(path+".namespace", s.Namespace)
-	v.label(path+".name", s.Name)
+	// Field paths are built only where a check may report, so that a valid
+	// state with many services allocates little.
+	if s.Namespace == "" || labelProblem(s.Namespace) != "" {
+		v.label(path+".namespace", s.Namespace)
+	}
+	if s.Name == "" || labelProblem(s.Name) != "" {
+		v.label(path+".name", s.Name)
+	}
 	typ, typeOK := s.ServiceType(), true
 	switch typ {
 	case ServiceTypeClusterIP, ServiceTypeNodePort, ServiceTypeLoadBalancer:
@@ -174,15 +184,23 @@ func (v *validator) service(path string, s *Service) {
 		typeOK = false
 	}
 	v.affinity(path, s)
-	v.policy(path+".externalTrafficPolicy", s.ExternalTrafficPolicy)
-	v.policy(path+".internalTrafficPolicy", s.InternalTrafficPolicy)
+	if !knownPolicy(s.ExternalTrafficPolicy) {
+		v.policy(path+".externalTrafficPolicy", s.ExternalTrafficPolicy)
+	}
+	if !knownPolicy(s.InternalTrafficPolicy) {
+		v.policy(path+".internalTrafficPolicy", s.InternalTrafficPolicy)
+	}
 	v.serviceClusterIPs(path+".clusterIPs", s.ClusterIPs)
-	v.addrList(path+".externalIPs", s.ExternalIPs, "external IP")
+	if len(s.ExternalIPs) > 0 {
+		v.addrList(path+".externalIPs", s.ExternalIPs, "external IP")
+	}
 	isLB := typ == ServiceTypeLoadBalancer
 	if len(s.LoadBalancerIPs) > 0 && typeOK && !isLB {
 		v.addf(path+".loadBalancerIPs", "%w on a %s service", ErrForbidden, typ)
 	}
-	v.addrList(path+".loadBalancerIPs", s.LoadBalancerIPs, "load balancer IP")
+	if len(s.LoadBalancerIPs) > 0 {
+		v.addrList(path+".loadBalancerIPs", s.LoadBalancerIPs, "load balancer IP")
+	}
 	if len(s.LoadBalancerSourceRanges) > 0 && typeOK && !isLB {
 		v.addf(path+".loadBalancerSourceRanges", "%w on a %s service", ErrForbidden, typ)
 	}
@@ -192,7 +210,9 @@ func (v *validator) service(path string, s *Service) {
 		}
 	}
 	known := v.ports(path, s, typ == ServiceTypeClusterIP)
-	v.healthCheck(path, s, isLB)
+	if s.HealthCheckNodePort != 0 {
+		v.healthCheck(path, s, isLB)
+	}
 	v.endpoints(path, s, known)
 }
 
@@ -213,6 +233,10 @@ func (v *validator) affinity(path string, s *Service) {
 	case known && s.SessionAffinity != SessionAffinityClientIP:
 		v.addf(path+".affinityTimeoutSeconds", "%w without sessionAffinity ClientIP", ErrForbidden)
 	}
+}
+
+func knownPolicy(p TrafficPolicy) bool {
+	return p == "" || p == TrafficPolicyCluster || p == TrafficPolicyLocal
 }
 
 func (v *validator) policy(path string, p TrafficPolicy) {
@@ -241,9 +265,10 @@ func (v *validator) healthCheck(path string, s *Service, isLB bool) {
 // ports checks the service's ports and returns the set of their names, for
 // matching endpoint ports.
 func (v *validator) ports(path string, s *Service, isClusterIP bool) map[string]bool {
-	known := make(map[string]bool, len(s.Ports))
-	names := make(map[string]string, len(s.Ports))
-	numbers := make(map[nodePortKey]string, len(s.Ports))
+	clear(v.known)
+	clear(v.portNames)
+	clear(v.numbers)
+	known, names, numbers := v.known, v.portNames, v.numbers
 	for i := range s.Ports {
 		p := &s.Ports[i]
 		known[p.Name] = true
@@ -262,7 +287,10 @@ func (v *validator) ports(path string, s *Service, isClusterIP bool) map[string]
 			pp = path + ".ports[" + p.Name + "]"
 			names[p.Name] = pp
 		}
-		protoOK := v.protocol(pp+".protocol", p.Protocol)
+		protoOK := true
+		if !knownProtocol(p.Protocol) {
+			protoOK = v.protocol(pp+".protocol", p.Protocol)
+		}
 		switch {
 		case p.Port < 1 || p.Port > 65535:
 			v.addf(pp+".port", "%d %w 1-65535", p.Port, ErrOutOfRange)
@@ -275,9 +303,15 @@ func (v *validator) ports(path string, s *Service, isClusterIP bool) map[string]
 			}
 		}
 		v.targetPort(pp, p)
-		v.nodePort(pp+".nodePort", p, protoOK, isClusterIP)
+		if p.NodePort != 0 {
+			v.nodePort(pp+".nodePort", p, protoOK, isClusterIP)
+		}
 	}
 	return known
+}
+
+func knownProtocol(p Protocol) bool {
+	return p == "" || p == ProtocolTCP || p == ProtocolUDP || p == ProtocolSCTP
 }
 
 // protocol checks p and reports whether it is known.
@@ -369,75 +403,146 @@ func (v *validator) addrList(path string, ips []netip.Addr, what string) {
 }
 
 func (v *validator) endpoints(path string, s *Service, known map[string]bool) {
-	firstAddr := make(map[netip.Addr]bool, len(s.Endpoints))
-	claimed := make(map[endpointKey]string)
+	// Paths are built only when a problem is found, and duplicates are
+	// found by sorting, so a valid state with many endpoints costs little.
+	v.claims = v.claims[:0]
 	for i := range s.Endpoints {
 		e := &s.Endpoints[i]
-		ep := path + ".endpoints[" + strconv.Itoa(i) + "]"
-		addrOK := false
+		ep := endpointPath{svc: &path, s: s, i: i}
+		addrOK := true
 		if err := addrProblem(e.Addr); err != nil {
-			v.add(ep+".addr", err)
-		} else {
-			addrOK = true
-			if !firstAddr[e.Addr] {
-				firstAddr[e.Addr] = true
-				ep = path + ".endpoints[" + e.Addr.String() + "]"
-			}
+			v.add(ep.String()+".addr", err)
+			addrOK = false
 		}
-		v.endpointPorts(ep, e, known, addrOK, claimed)
-		v.subdomain(ep+".nodeName", e.NodeName, false)
-		v.labelValue(ep+".zone", e.Zone)
+		v.endpointPorts(ep, e, known, addrOK)
+		if e.NodeName != "" && subdomainProblem(e.NodeName) != "" {
+			v.subdomain(ep.String()+".nodeName", e.NodeName, false)
+		}
+		if e.Zone != "" && labelValueProblem(e.Zone) != "" {
+			v.labelValue(ep.String()+".zone", e.Zone)
+		}
 		for j, z := range e.ZoneHints {
-			zp := ep + ".zoneHints[" + strconv.Itoa(j) + "]"
 			if z == "" {
-				v.add(zp, ErrRequired)
-			} else {
-				v.labelValue(zp, z)
+				v.add(ep.String()+".zoneHints["+strconv.Itoa(j)+"]", ErrRequired)
+			} else if labelValueProblem(z) != "" {
+				v.labelValue(ep.String()+".zoneHints["+strconv.Itoa(j)+"]", z)
 			}
 		}
 		for j, n := range e.NodeHints {
-			v.subdomain(ep+".nodeHints["+strconv.Itoa(j)+"]", n, true)
+			if n == "" || subdomainProblem(n) != "" {
+				v.subdomain(ep.String()+".nodeHints["+strconv.Itoa(j)+"]", n, true)
+			}
+		}
+	}
+	v.duplicateEndpoints(&path, s)
+}
+
+// endpointClaim is one endpoint port of a service, for finding repeats.
+type endpointClaim struct {
+	addr netip.Addr
+	name string
+	port int
+	i, j int
+}
+
+// duplicateEndpoints reports an address, port name and number used twice
+// in one service, naming the first use.
+func (v *validator) duplicateEndpoints(path *string, s *Service) {
+	c := v.claims
+	if len(c) < 2 {
+		return
+	}
+	slices.SortFunc(c, func(a, b endpointClaim) int {
+		if x := a.addr.Compare(b.addr); x != 0 {
+			return x
+		}
+		if x := strings.Compare(a.name, b.name); x != 0 {
+			return x
+		}
+		if a.port != b.port {
+			return a.port - b.port
+		}
+		if a.i != b.i {
+			return a.i - b.i
+		}
+		return a.j - b.j
+	})
+	for k := 1; k < len(c); k++ {
+		first, dup := c[k-1], c[k]
+		for k < len(c) && c[k].addr == first.addr && c[k].name == first.name && c[k].port == first.port {
+			dup = c[k]
+			e := &s.Endpoints[dup.i]
+			fp := endpointPath{svc: path, s: s, i: first.i}
+			v.addf(endpointPath{svc: path, s: s, i: dup.i}.port(e, dup.j), "%w endpoint %s for port %q (also %s)",
+				ErrDuplicate, netip.AddrPortFrom(dup.addr, uint16(dup.port)), dup.name, fp.port(&s.Endpoints[first.i], first.j))
+			k++
 		}
 	}
 }
 
-// endpointPorts checks the ports of endpoint e, whose path is ep. claimed
-// maps each address, port name and number already used by an earlier
-// endpoint of the service to that endpoint port's path.
-func (v *validator) endpointPorts(ep string, e *Endpoint, known map[string]bool, addrOK bool, claimed map[endpointKey]string) {
-	names := make(map[string]string, len(e.Ports))
+// endpointPath names an endpoint in error messages: by its address when it
+// is valid and first seen in the service, else by its index.
+type endpointPath struct {
+	svc *string
+	s   *Service
+	i   int
+}
+
+func (p endpointPath) String() string {
+	a := p.s.Endpoints[p.i].Addr
+	if addrProblem(a) == nil && !slices.ContainsFunc(p.s.Endpoints[:p.i], func(e Endpoint) bool { return e.Addr == a }) {
+		return *p.svc + ".endpoints[" + a.String() + "]"
+	}
+	return *p.svc + ".endpoints[" + strconv.Itoa(p.i) + "]"
+}
+
+// port names port j of the endpoint, by name when it is well formed and
+// first seen in the endpoint.
+func (p endpointPath) port(e *Endpoint, j int) string {
+	name := e.Ports[j].Name
+	if name != "" && portNameProblem(name) == "" && firstPortName(e, j) {
+		return p.String() + ".ports[" + name + "]"
+	}
+	return p.String() + ".ports[" + strconv.Itoa(j) + "]"
+}
+
+func firstPortName(e *Endpoint, j int) bool {
+	for k := range j {
+		if e.Ports[k].Name == e.Ports[j].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// endpointPorts checks the ports of endpoint e, named by ep, and records
+// the well-formed ones in v.claims.
+func (v *validator) endpointPorts(ep endpointPath, e *Endpoint, known map[string]bool, addrOK bool) {
 	for j := range e.Ports {
 		p := &e.Ports[j]
-		pp := ep + ".ports[" + strconv.Itoa(j) + "]"
-		first, dup := names[p.Name]
-		if !dup && p.Name != "" && portNameProblem(p.Name) == "" {
-			pp = ep + ".ports[" + p.Name + "]"
+		dupAt := -1
+		for k := range j {
+			if e.Ports[k].Name == p.Name {
+				dupAt = k
+				break
+			}
 		}
 		ok := false
 		switch {
-		case dup:
-			v.addf(pp+".name", "%w port name %q (also %s)", ErrDuplicate, p.Name, first)
+		case dupAt >= 0:
+			v.addf(ep.port(e, j)+".name", "%w port name %q (also %s)", ErrDuplicate, p.Name, ep.port(e, dupAt))
 		case !known[p.Name]:
-			v.addf(pp+".name", "%w port name %q: the service has no such port", ErrInvalid, p.Name)
-			names[p.Name] = pp
+			v.addf(ep.port(e, j)+".name", "%w port name %q: the service has no such port", ErrInvalid, p.Name)
 		default:
-			names[p.Name] = pp
 			ok = true
 		}
 		if p.Port < 1 || p.Port > 65535 {
-			v.addf(pp+".port", "%d %w 1-65535", p.Port, ErrOutOfRange)
+			v.addf(ep.port(e, j)+".port", "%d %w 1-65535", p.Port, ErrOutOfRange)
 			continue
 		}
-		if !ok || !addrOK {
-			continue
+		if ok && addrOK {
+			v.claims = append(v.claims, endpointClaim{addr: e.Addr, name: p.Name, port: p.Port, i: ep.i, j: j})
 		}
-		k := endpointKey{e.Addr, p.Name, p.Port}
-		if first, dup := claimed[k]; dup {
-			v.addf(pp, "%w endpoint %s for port %q (also %s)",
-				ErrDuplicate, netip.AddrPortFrom(e.Addr, uint16(p.Port)), p.Name, first)
-			continue
-		}
-		claimed[k] = pp
 	}
 }
 

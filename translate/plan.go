@@ -24,3 +24,45 @@ type Plan struct {
 	// IP of it; IPv4 is present when neither family is.
 	IPTables []*iptables.Plan
 }
+
+// DefaultLargeClusterThreshold is the number of endpoints (in one family)
+// above which the iptables plan drops its per-endpoint comments, as
+// kube-proxy's "large cluster mode" does, to keep the rule text small.
+const DefaultLargeClusterThreshold = 1000
+
+// Option changes how [Compile] compiles a State.
+type Option func(*options)
+
+// options are the settings that Options change; the zero value is not the
+// default (see defaultOptions).
+type options struct {
+	largeClusterThreshold int
+	conntrackTCPLiberal   bool
+	parallelism           int
+}
+
+func defaultOptions() options {
+	return options{largeClusterThreshold: DefaultLargeClusterThreshold}
+}
+
+// WithLargeClusterThreshold sets the number of endpoints above which
+// per-endpoint rule comments are left out (default
+// [DefaultLargeClusterThreshold]). A negative n means always leave them
+// out; zero leaves them out as soon as there is one endpoint.
+func WithLargeClusterThreshold(n int) Option {
+	return func(o *options) { o.largeClusterThreshold = n }
+}
+
+// WithConntrackTCPLiberal tells Compile that the node sets the
+// nf_conntrack_tcp_be_liberal sysctl, so the rule dropping packets in
+// conntrack state INVALID is left out of KUBE-FORWARD, as kube-proxy does.
+func WithConntrackTCPLiberal() Option {
+	return func(o *options) { o.conntrackTCPLiberal = true }
+}
+
+// WithParallelism sets how many goroutines compile services at once. Zero
+// or less (the default) means runtime.GOMAXPROCS(0). The plan is the same
+// whatever the value.
+func WithParallelism(n int) Option {
+	return func(o *options) { o.parallelism = n }
+}

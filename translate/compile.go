@@ -1,0 +1,103 @@
+package translate
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/proxy"
+)
+
+// ErrUnsupportedMode is returned by [Compile] for a proxy mode it cannot
+// compile (yet).
+var ErrUnsupportedMode = errors.New("unsupported proxy mode")
+
+// ErrNilState is returned by [Compile] when given a nil State.
+var ErrNilState = errors.New("nil state")
+
+// Compile validates st and compiles it into the plan of one proxy mode.
+//
+// If st is invalid, Compile returns the error of [proxy.State.Validate],
+// wrapped, and compiles nothing. Compile never modifies st, and the same st
+// always gives byte-identical plan text, whatever the order of its services
+// and endpoints and whatever [WithParallelism] says.
+//
+// For [ModeIPTables] the plan holds one [iptables.Plan] per address family
+// (IPv4 first) in kube-proxy's v1.28+ layout, rule for rule: filter
+// KUBE-SERVICES, KUBE-EXTERNAL-SERVICES, KUBE-FORWARD, KUBE-NODEPORTS,
+// KUBE-PROXY-FIREWALL and (IPv4) kubelet's KUBE-FIREWALL; nat
+// KUBE-SERVICES, KUBE-NODEPORTS, KUBE-POSTROUTING, KUBE-MARK-MASQ, then
+// per service port (services sorted by namespace and name, ports in their
+// order) its KUBE-EXT-, KUBE-FW-, KUBE-SVC-, KUBE-SVL- and KUBE-SEP-
+// chains; and the jumps from the built-in chains. Chain names are
+// kube-proxy's (see [ServicePortChainName]). The other modes return an
+// error wrapping [ErrUnsupportedMode].
+func Compile(st *proxy.State, mode Mode, opts ...Option) (*Plan, error) {
+	if st == nil {
+		return nil, fmt.Errorf("compiling: %w", ErrNilState)
+	}
+	if err := st.Validate(); err != nil {
+		return nil, fmt.Errorf("compiling invalid state: %w", err)
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	switch mode {
+	case ModeIPTables:
+		plans, err := compileIPTables(st, &o)
+		if err != nil {
+			return nil, fmt.Errorf("compiling %s plan: %w", mode, err)
+		}
+		return &Plan{Mode: mode, IPTables: plans}, nil
+	default:
+		return nil, fmt.Errorf("mode %q not supported yet: %w", mode, ErrUnsupportedMode)
+	}
+}
+
+// families returns the address families a plan covers: a family is present
+// when the node has an address of it or a service has a cluster IP of it,
+// and IPv4 is present when neither family is. The result lists IPv4 before
+// IPv6.
+func families(st *proxy.State) (v4, v6 bool) {
+	for _, a := range st.Node.IPs {
+		if a.Is4() {
+			v4 = true
+		} else if a.Is6() {
+			v6 = true
+		}
+	}
+	for i := range st.Services {
+		for _, a := range st.Services[i].ClusterIPs {
+			if a.Is4() {
+				v4 = true
+			} else if a.Is6() {
+				v6 = true
+			}
+		}
+	}
+	if !v4 && !v6 {
+		v4 = true
+	}
+	return v4, v6
+}
+
+func compileIPTables(st *proxy.State, o *options) ([]*iptables.Plan, error) {
+	v4, v6 := families(st)
+	var plans []*iptables.Plan
+	if v4 {
+		p, err := compileFamily(st, false, o)
+		if err != nil {
+			return nil, fmt.Errorf("ipv4: %w", err)
+		}
+		plans = append(plans, p)
+	}
+	if v6 {
+		p, err := compileFamily(st, true, o)
+		if err != nil {
+			return nil, fmt.Errorf("ipv6: %w", err)
+		}
+		plans = append(plans, p)
+	}
+	return plans, nil
+}
