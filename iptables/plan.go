@@ -78,12 +78,17 @@ type Jump struct {
 }
 
 // Args returns the jump's rule arguments after "-A Chain ", in the order
-// iptables-save prints them.
+// iptables-save prints them. An empty Target adds no "-j" (the Match then
+// holds the whole rule, as ParseSave makes for a built-in chain's rule
+// that is not a plain jump).
 func (j Jump) Args() []string {
 	var a []string
 	a = append(a, j.Match...)
 	if j.Comment != "" {
 		a = append(a, "-m", "comment", "--comment", j.Comment)
+	}
+	if j.Target == "" {
+		return a
 	}
 	return append(a, "-j", j.Target)
 }
@@ -96,6 +101,22 @@ func NewChain(name string, rules ...[]string) (Chain, error) {
 		b.Rule(r...)
 	}
 	return b.Chain()
+}
+
+// ChainFromText returns a chain named name whose rules are text: zero or
+// more lines, each as [ChainBuilder.RuleText] takes it and
+// newline-terminated. The text is kept, not copied, so a compiler may
+// render many chains into one large string and pass substrings of it. It
+// refuses a bad chain name, and text that does not end in a newline or
+// holds a carriage return or NUL.
+func ChainFromText(name, text string) (Chain, error) {
+	if err := checkChainName(name); err != nil {
+		return Chain{}, err
+	}
+	if text != "" && (text[len(text)-1] != '\n' || strings.IndexByte(text, '\r') >= 0 || strings.IndexByte(text, 0) >= 0) {
+		return Chain{}, fmt.Errorf("chain %s: rule text not newline-terminated or holding CR or NUL: %w", name, ErrUnsafeArgument)
+	}
+	return Chain{Name: name, body: text, n: strings.Count(text, "\n")}, nil
 }
 
 // RuleCount returns the number of rules in c.
