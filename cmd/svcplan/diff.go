@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/translate"
+)
+
+func (e *env) diff(args []string) error {
+	var in inputFlags
+	fs := e.newFlagSet("diff", "diff -f OLD -f NEW [--node NAME]")
+	in.register(fs, true)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if len(in.files) != 2 {
+		return fmt.Errorf("diff takes two -f (old and new), got %d", len(in.files))
+	}
+	var plans [2]*translate.Plan
+	for i, f := range in.files {
+		st, err := e.load(&in, f)
+		if err != nil {
+			return err
+		}
+		if plans[i], err = compile(st, in.mode); err != nil {
+			return err
+		}
+	}
+	changes := 0
+	for _, fam := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
+		old, cur := familyPlan(plans[0], fam), familyPlan(plans[1], fam)
+		for _, c := range diffPlans(old, cur) {
+			fmt.Fprintf(e.stdout, "%s %s %s %s%s\n", c.sign, fam, c.table, c.chain, c.detail)
+			changes++
+		}
+	}
+	if changes == 0 {
+		fmt.Fprintln(e.stdout, "no changes")
+	}
+	return nil
+}
+
+func familyPlan(p *translate.Plan, fam iptables.Family) *iptables.Plan {
+	for _, ip := range p.IPTables {
+		if ip.FamilyOrDefault() == fam {
+			return ip
+		}
+	}
+	return &iptables.Plan{Family: fam}
+}
+
+type chainChange struct {
+	sign, chain, detail string
+	table               iptables.Table
+}
+
+// diffPlans lists the chains added (+), removed (-) and changed (~) from
+// old to cur, table by table, sorted by name.
+func diffPlans(old, cur *iptables.Plan) []chainChange {
+	var out []chainChange
+	tables := map[iptables.Table]bool{}
+	for _, p := range []*iptables.Plan{old, cur} {
+		for _, t := range p.Tables {
+			tables[t.Table] = true
+		}
+	}
+	names := make([]iptables.Table, 0, len(tables))
+	for t := range tables {
+		names = append(names, t)
+	}
+	slices.Sort(names)
+	for _, t := range names {
+		var chains []string
+		seen := map[string]bool{}
+		for _, p := range []*iptables.Plan{old, cur} {
+			if tc := p.Table(t); tc != nil {
+				for _, c := range tc.Chains {
+					if !seen[c.Name] {
+						seen[c.Name] = true
+						chains = append(chains, c.Name)
+					}
+				}
+			}
+		}
+		slices.Sort(chains)
+		for _, name := range chains {
+			a, b := old.Chain(t, name), cur.Chain(t, name)
+			switch {
+			case a == nil:
+				out = append(out, chainChange{"+", name, fmt.Sprintf(" (%d rules)", b.RuleCount()), t})
+			case b == nil:
+				out = append(out, chainChange{"-", name, fmt.Sprintf(" (%d rules)", a.RuleCount()), t})
+			case !a.Equal(b):
+				out = append(out, chainChange{"~", name, fmt.Sprintf(" (%d -> %d rules)", a.RuleCount(), b.RuleCount()), t})
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+
+	"github.com/svcplan/svcplan/iptables"
+)
+
+func (e *env) plan(args []string) error {
+	var in inputFlags
+	fs := e.newFlagSet("plan", "plan --mode iptables [-f FILE] [--node NAME] [--family ipv4|ipv6]")
+	in.register(fs, true)
+	family := fs.String("family", "", "print only this `family` (ipv4 or ipv6), as input for iptables-restore or ip6tables-restore")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if len(in.files) > 1 {
+		return fmt.Errorf("plan takes one -f, got %d", len(in.files))
+	}
+	if *family != "" && *family != string(iptables.IPv4) && *family != string(iptables.IPv6) {
+		return fmt.Errorf("--family %q: want ipv4 or ipv6", *family)
+	}
+	st, err := e.load(&in, first(in.files))
+	if err != nil {
+		return err
+	}
+	p, err := compile(st, in.mode)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(e.stdout)
+	for _, ip := range p.IPTables {
+		if *family != "" && string(ip.FamilyOrDefault()) != *family {
+			continue
+		}
+		tool := "iptables-restore"
+		if ip.FamilyOrDefault() == iptables.IPv6 {
+			tool = "ip6tables-restore"
+		}
+		if *family == "" {
+			fmt.Fprintf(w, "# %s: input for %s --noflush\n", ip.FamilyOrDefault(), tool)
+		}
+		if _, err := ip.WriteTo(w); err != nil {
+			return err
+		}
+	}
+	return w.Flush()
+}
+
+func first(files []string) string {
+	if len(files) == 0 {
+		return ""
+	}
+	return files[0]
+}
