@@ -238,9 +238,12 @@ func checkChainName(name string) error {
 	if name == "" || len(name) > MaxChainNameLen {
 		return fmt.Errorf("chain name %q: must be 1..%d characters", name, MaxChainNameLen)
 	}
+	if name[0] == '-' {
+		return fmt.Errorf("chain name %q: character '-' not allowed first", name)
+	}
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if c <= ' ' || c == '"' || c == '\\' || c == 0x7f || c == '!' || c == '-' && i == 0 {
+		// One unsigned comparison refuses controls, space and DEL.
+		if c := name[i]; c-'!' > '~'-'!' || c == '"' || c == '\\' || c == '!' {
 			return fmt.Errorf("chain name %q: character %q not allowed", name, c)
 		}
 	}
