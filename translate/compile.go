@@ -30,8 +30,22 @@ var ErrNilState = errors.New("nil state")
 // per service port (services sorted by namespace and name, ports in their
 // order) its KUBE-EXT-, KUBE-FW-, KUBE-SVC-, KUBE-SVL- and KUBE-SEP-
 // chains; and the jumps from the built-in chains. Chain names are
-// kube-proxy's (see [ServicePortChainName]). The other modes return an
-// error wrapping [ErrUnsupportedMode].
+// kube-proxy's (see [ServicePortChainName]).
+//
+// For [ModeUserspace] the plan holds a [userspace.Plan], the listeners of
+// the userspace proxy, and in IPTables the portal rules that send service
+// traffic to them, per family in old kube-proxy's layout: nat
+// KUBE-PORTALS-CONTAINER and KUBE-NODEPORT-CONTAINER (from PREROUTING)
+// REDIRECT to the proxy port, KUBE-PORTALS-HOST and KUBE-NODEPORT-HOST
+// (from OUTPUT) DNAT to the node's address and the proxy port, filter
+// KUBE-NODEPORT-NON-LOCAL accepts new connections to NodePort proxy ports
+// and to health check NodePorts; filter KUBE-SERVICES,
+// KUBE-EXTERNAL-SERVICES and KUBE-PROXY-FIREWALL reject traffic to
+// service ports without endpoints and drop what load balancer source
+// ranges exclude, as in iptables mode. See [LocalListenerSuffix] for
+// traffic policies and [WithUserspacePorts] for stable proxy ports; SCTP
+// ports are left out. The other modes return an error wrapping
+// [ErrUnsupportedMode].
 func Compile(st *proxy.State, mode Mode, opts ...Option) (*Plan, error) {
 	if st == nil {
 		return nil, fmt.Errorf("compiling: %w", ErrNilState)
@@ -50,6 +64,18 @@ func Compile(st *proxy.State, mode Mode, opts ...Option) (*Plan, error) {
 			return nil, fmt.Errorf("compiling %s plan: %w", mode, err)
 		}
 		return &Plan{Mode: mode, IPTables: plans}, nil
+	case ModeUserspace:
+		us, plans, err := compileUserspace(st, &o)
+		if err != nil {
+			return nil, fmt.Errorf("compiling %s plan: %w", mode, err)
+		}
+		return &Plan{Mode: mode, Userspace: us, IPTables: plans}, nil
+	case ModeNFTables:
+		plans, err := compileNFTables(st, &o)
+		if err != nil {
+			return nil, fmt.Errorf("compiling %s plan: %w", mode, err)
+		}
+		return &Plan{Mode: mode, NFTables: plans}, nil
 	default:
 		return nil, fmt.Errorf("mode %q not supported yet: %w", mode, ErrUnsupportedMode)
 	}

@@ -62,8 +62,8 @@ func TestCompileModes(t *testing.T) {
 	}{
 		{ModeIPTables, nil},
 		{ModeIPVS, ErrUnsupportedMode},
-		{ModeNFTables, ErrUnsupportedMode},
-		{ModeUserspace, ErrUnsupportedMode},
+		{ModeNFTables, nil},
+		{ModeUserspace, nil},
 		{"bogus", ErrUnsupportedMode},
 	}
 	for _, tt := range tests {

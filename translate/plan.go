@@ -2,6 +2,8 @@ package translate
 
 import (
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/nftables"
+	"github.com/svcplan/svcplan/userspace"
 )
 
 // Mode is a proxy mode.
@@ -21,8 +23,17 @@ type Plan struct {
 	Mode Mode
 	// IPTables are the iptables plans, IPv4 first, then IPv6. A family is
 	// present when the node has an address of it or a service has a cluster
-	// IP of it; IPv4 is present when neither family is.
+	// IP of it; IPv4 is present when neither family is. In ModeUserspace
+	// they hold the portal rules that send service traffic to the
+	// Userspace listeners.
 	IPTables []*iptables.Plan
+	// NFTables are the nftables plans (ModeNFTables), one table per
+	// family, IPv4 first, then IPv6, present by the same rule as the
+	// IPTables plans.
+	NFTables []*nftables.Plan
+	// Userspace is the userspace proxy's listeners (ModeUserspace), both
+	// families in one plan, IPv4 first; nil in the other modes.
+	Userspace *userspace.Plan
 }
 
 // DefaultLargeClusterThreshold is the number of endpoints (in one family)
@@ -39,6 +50,7 @@ type options struct {
 	largeClusterThreshold int
 	conntrackTCPLiberal   bool
 	parallelism           int
+	userspace             userspaceOptions
 }
 
 func defaultOptions() options {
