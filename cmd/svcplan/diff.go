@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/translate"
 )
 
@@ -29,6 +30,12 @@ func (e *env) diff(args []string) error {
 		}
 	}
 	changes := 0
+	for _, fam := range []nftables.Family{nftables.IPv4, nftables.IPv6} {
+		for _, c := range diffNFT(nftFamily(plans[0], fam), nftFamily(plans[1], fam)) {
+			fmt.Fprintf(e.stdout, "%s %s %s%s\n", c.sign, fam, c.chain, c.detail)
+			changes++
+		}
+	}
 	for _, fam := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
 		old, cur := familyPlan(plans[0], fam), familyPlan(plans[1], fam)
 		for _, c := range diffPlans(old, cur) {
@@ -94,6 +101,75 @@ func diffPlans(old, cur *iptables.Plan) []chainChange {
 				out = append(out, chainChange{"-", name, fmt.Sprintf(" (%d rules)", a.RuleCount()), t})
 			case !a.Equal(b):
 				out = append(out, chainChange{"~", name, fmt.Sprintf(" (%d -> %d rules)", a.RuleCount(), b.RuleCount()), t})
+			}
+		}
+	}
+	return out
+}
+
+func nftFamily(p *translate.Plan, fam nftables.Family) *nftables.Plan {
+	for _, np := range p.NFTables {
+		if np.FamilyOrDefault() == fam {
+			return np
+		}
+	}
+	return &nftables.Plan{Table: nftables.Table{Family: fam}}
+}
+
+// diffNFT lists the chains and sets added, removed and changed from old to
+// cur, sorted by kind and name.
+func diffNFT(old, cur *nftables.Plan) []chainChange {
+	var out []chainChange
+	names := map[string]bool{}
+	for _, p := range []*nftables.Plan{old, cur} {
+		for i := range p.Chains {
+			names[p.Chains[i].Name] = true
+		}
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	slices.Sort(sorted)
+	for _, n := range sorted {
+		a, b := old.Chain(n), cur.Chain(n)
+		switch {
+		case a == nil:
+			out = append(out, chainChange{sign: "+", chain: "chain " + n, detail: fmt.Sprintf(" (%d rules)", b.RuleCount())})
+		case b == nil:
+			out = append(out, chainChange{sign: "-", chain: "chain " + n, detail: fmt.Sprintf(" (%d rules)", a.RuleCount())})
+		case !a.Equal(b):
+			out = append(out, chainChange{sign: "~", chain: "chain " + n, detail: fmt.Sprintf(" (%d -> %d rules)", a.RuleCount(), b.RuleCount())})
+		}
+	}
+	clear(names)
+	for _, p := range []*nftables.Plan{old, cur} {
+		for i := range p.Sets {
+			names[p.Sets[i].Name] = true
+		}
+	}
+	sorted = sorted[:0]
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	slices.Sort(sorted)
+	for _, n := range sorted {
+		a, b := old.Set(n), cur.Set(n)
+		switch {
+		case a == nil:
+			out = append(out, chainChange{sign: "+", chain: "set " + n, detail: fmt.Sprintf(" (%d elements)", len(b.Elements))})
+		case b == nil:
+			out = append(out, chainChange{sign: "-", chain: "set " + n, detail: fmt.Sprintf(" (%d elements)", len(a.Elements))})
+		default:
+			var ta, tb []byte
+			for i := range a.Elements {
+				ta = nftables.AppendElement(ta, a, &a.Elements[i])
+			}
+			for i := range b.Elements {
+				tb = nftables.AppendElement(tb, b, &b.Elements[i])
+			}
+			if string(ta) != string(tb) {
+				out = append(out, chainChange{sign: "~", chain: "set " + n, detail: fmt.Sprintf(" (%d -> %d elements)", len(a.Elements), len(b.Elements))})
 			}
 		}
 	}

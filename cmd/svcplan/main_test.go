@@ -141,3 +141,37 @@ spec:
 		})
 	}
 }
+
+func TestModes(t *testing.T) {
+	tests := []struct {
+		mode      string
+		planWants []string
+		traceWant string
+	}{
+		{"nftables", []string{"# ip: input for nft -f", "add table ip kube-proxy", "add map ip kube-proxy service-ips", "table ip6 kube-proxy"}, "10.0.0.10:6443"},
+		{"userspace", []string{"# userspace proxy listeners", "KUBE-PORTALS-CONTAINER", "default/kubernetes:https"}, `listener "default/kubernetes:https"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			out, stderr, err := runCLI(t, "plan", "--mode", tt.mode)
+			if err != nil {
+				t.Fatalf("plan --mode %s: %v\n%s", tt.mode, err, stderr)
+			}
+			for _, want := range tt.planWants {
+				if !strings.Contains(out, want) {
+					t.Errorf("plan --mode %s lacks %q", tt.mode, want)
+				}
+			}
+			out, stderr, err = runCLI(t, "trace", "--mode", tt.mode, "--src", "10.0.0.2", "--dst", "10.96.0.1:443")
+			if err != nil || !strings.Contains(out, tt.traceWant) {
+				t.Errorf("trace --mode %s = %q, %v (%s); want it to mention %q", tt.mode, out, err, stderr, tt.traceWant)
+			}
+			if _, stderr, err := runCLI(t, "stats", "--mode", tt.mode); err != nil {
+				t.Errorf("stats --mode %s: %v (%s)", tt.mode, err, stderr)
+			}
+		})
+	}
+	if _, _, err := runCLI(t, "plan", "--mode", "ipvs"); err == nil || !strings.Contains(err.Error(), "not implemented") {
+		t.Errorf("plan --mode ipvs = %v, want a not-implemented error", err)
+	}
+}

@@ -3,13 +3,14 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"strings"
 
 	"github.com/svcplan/svcplan/iptables"
 )
 
 func (e *env) plan(args []string) error {
 	var in inputFlags
-	fs := e.newFlagSet("plan", "plan --mode iptables [-f FILE] [--node NAME] [--family ipv4|ipv6]")
+	fs := e.newFlagSet("plan", "plan --mode iptables|nftables|userspace [-f FILE] [--node NAME] [--family ipv4|ipv6]")
 	in.register(fs, true)
 	family := fs.String("family", "", "print only this `family` (ipv4 or ipv6), as input for iptables-restore or ip6tables-restore")
 	if err := parse(fs, args); err != nil {
@@ -30,6 +31,23 @@ func (e *env) plan(args []string) error {
 		return err
 	}
 	w := bufio.NewWriter(e.stdout)
+	for _, np := range p.NFTables {
+		if *family != "" && string(np.FamilyOrDefault()) != *family {
+			continue
+		}
+		if *family == "" {
+			fmt.Fprintf(w, "# %s: input for nft -f\n", np.FamilyOrDefault())
+		}
+		if _, err := np.WriteTo(w); err != nil {
+			return err
+		}
+	}
+	if p.Userspace != nil {
+		fmt.Fprintln(w, "# userspace proxy listeners")
+		for _, line := range strings.Split(strings.TrimSuffix(p.Userspace.String(), "\n"), "\n") {
+			fmt.Fprintln(w, "#", line)
+		}
+	}
 	for _, ip := range p.IPTables {
 		if *family != "" && string(ip.FamilyOrDefault()) != *family {
 			continue

@@ -41,7 +41,9 @@ func (e *env) stats(args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "%d services, %d service ports, %d endpoints\n\n", len(st.Services), ports, endpoints)
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tfamily\ttable\tchains\trules\tjumps\t")
+	if len(p.IPTables) > 0 {
+		fmt.Fprintln(tw, "mode\tfamily\ttable\tchains\trules\tjumps\t")
+	}
 	for _, ip := range p.IPTables {
 		total := 0
 		for _, ts := range ip.Stats() {
@@ -50,7 +52,30 @@ func (e *env) stats(args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t\t%d\t\t\n", in.mode, ip.FamilyOrDefault(), "all", total)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(p.NFTables) > 0 {
+		tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "mode\tfamily\ttable\tchains\trules\tsets+maps\telements\t")
+		for _, np := range p.NFTables {
+			rules, elems := 0, 0
+			for i := range np.Chains {
+				rules += np.Chains[i].RuleCount()
+			}
+			for i := range np.Sets {
+				elems += len(np.Sets[i].Elements)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t\n", in.mode, np.FamilyOrDefault(), np.TableName(), len(np.Chains), rules, len(np.Sets), elems)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if p.Userspace != nil {
+		fmt.Fprintf(e.stdout, "userspace listeners: %d\n", len(p.Userspace.Listeners))
+	}
+	return nil
 }
 
 // syntheticState returns n ClusterIP services with one TCP port and m ready

@@ -7,7 +7,10 @@ import (
 	"strings"
 
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/proxy"
+	"github.com/svcplan/svcplan/translate"
+	"github.com/svcplan/svcplan/userspace"
 )
 
 func (e *env) trace(args []string) error {
@@ -35,29 +38,90 @@ func (e *env) trace(args []string) error {
 	if err != nil {
 		return err
 	}
-	fam := iptables.IPv4
-	if pkt.Dst.Addr().Is6() {
-		fam = iptables.IPv6
+	fmt.Fprintf(e.stdout, "packet %s -> %s/%s (%s)\n", pkt.Src, pkt.Dst, strings.ToLower(string(pkt.Protocol)), hookName(pkt))
+	out, err := tracePlan(p, st, pkt)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
 	}
-	i := slices.IndexFunc(p.IPTables, func(ip *iptables.Plan) bool { return ip.FamilyOrDefault() == fam })
+	fmt.Fprint(e.stdout, out)
+	return nil
+}
+
+func hookName(pkt proxy.Packet) string {
+	if pkt.FromNode {
+		return "sent by the node: output"
+	}
+	return "arriving: prerouting"
+}
+
+// tracePlan walks the plan of the packet's family in the plan's mode and
+// describes where the packet goes.
+func tracePlan(p *translate.Plan, st *proxy.State, pkt proxy.Packet) (string, error) {
+	ipv6 := pkt.Dst.Addr().Is6()
+	proto := strings.ToLower(string(pkt.Protocol))
+	if p.Mode == translate.ModeNFTables {
+		i := slices.IndexFunc(p.NFTables, func(np *nftables.Plan) bool { return (np.FamilyOrDefault() == nftables.IPv6) == ipv6 })
+		if i < 0 {
+			return "", fmt.Errorf("the plan has no rules of the packet's family")
+		}
+		tr, err := nftables.NewTracer(p.NFTables[i], nftables.WithLocalAddrs(st.Node.IPs))
+		if err != nil {
+			return "", err
+		}
+		hook := nftables.HookPrerouting
+		if pkt.FromNode {
+			hook = nftables.HookOutput
+		}
+		res, err := tr.Trace(nftables.Packet{Src: pkt.Src, Dst: pkt.Dst, Protocol: proto, Hook: hook})
+		if err != nil {
+			return "", err
+		}
+		return res.String(), nil
+	}
+	i := slices.IndexFunc(p.IPTables, func(ip *iptables.Plan) bool { return (ip.FamilyOrDefault() == iptables.IPv6) == ipv6 })
 	if i < 0 {
-		return fmt.Errorf("the plan has no %s rules", fam)
+		return "", fmt.Errorf("the plan has no rules of the packet's family")
 	}
 	tr, err := iptables.NewTracer(p.IPTables[i], iptables.WithLocalAddrs(st.Node.IPs))
 	if err != nil {
-		return fmt.Errorf("tracing: %w", err)
+		return "", err
 	}
 	hook := iptables.HookPrerouting
 	if pkt.FromNode {
 		hook = iptables.HookOutput
 	}
-	res, err := tr.Trace(iptables.Packet{Src: pkt.Src, Dst: pkt.Dst, Protocol: strings.ToLower(string(pkt.Protocol)), Hook: hook})
+	res, err := tr.Trace(iptables.Packet{Src: pkt.Src, Dst: pkt.Dst, Protocol: proto, Hook: hook})
 	if err != nil {
-		return fmt.Errorf("tracing: %w", err)
+		return "", err
 	}
-	fmt.Fprintf(e.stdout, "packet %s -> %s/%s (%s)\n", pkt.Src, pkt.Dst, strings.ToLower(string(pkt.Protocol)), hook)
-	fmt.Fprint(e.stdout, res.String())
-	return nil
+	out := res.String()
+	if p.Userspace != nil {
+		out += listenerFor(p.Userspace, res, pkt)
+	}
+	return out, nil
+}
+
+// listenerFor says which userspace listener a packet the portal rules
+// redirected reaches, and its backends.
+func listenerFor(us *userspace.Plan, res iptables.Result, pkt proxy.Packet) string {
+	var b strings.Builder
+	for _, o := range res.Outcomes {
+		if !o.DNAT {
+			continue
+		}
+		for i := range us.Listeners {
+			l := &us.Listeners[i]
+			if l.Addr.Port() == o.Dst.Port() && l.Addr.Addr().Is6() == pkt.Dst.Addr().Is6() &&
+				strings.EqualFold(string(l.ProtocolOrDefault()), string(pkt.Protocol)) {
+				fmt.Fprintf(&b, "proxy port %d is listener %q; it balances over %d backends:", o.Dst.Port(), l.Name, len(l.Backends))
+				for _, be := range l.Backends {
+					fmt.Fprintf(&b, " %s", be)
+				}
+				b.WriteString("\n")
+			}
+		}
+	}
+	return b.String()
 }
 
 func parsePacket(src, dst string, fromNode bool) (proxy.Packet, error) {
