@@ -1,7 +1,6 @@
 package nftables
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"strconv"
@@ -31,9 +30,7 @@ func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 	if err := p.checkText(); err != nil {
 		return 0, err
 	}
-	cw := &countingWriter{w: w}
-	bw := bufio.NewWriterSize(cw, 64<<10)
-	r := renderer{w: bw, prefix: p.prefix()}
+	r := renderer{w: w, prefix: p.prefix(), buf: make([]byte, 0, renderBufSize+4096)}
 	r.table(p)
 	for i := range p.Sets {
 		r.set(&p.Sets[i])
@@ -45,24 +42,16 @@ func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 		r.chain(&p.Chains[i])
 	}
 	for i := range p.Chains {
-		c := &p.Chains[i]
-		if c.body == "" {
-			continue
-		}
-		r.newline()
-		for body := c.body; body != ""; {
-			line, rest, _ := strings.Cut(body, "\n")
-			r.line("add rule ", c.Name, " ", line)
-			body = rest
-		}
+		r.rules(&p.Chains[i])
 	}
 	for i := range p.Sets {
 		r.elements(&p.Sets[i])
 	}
-	if err := bw.Flush(); err != nil {
-		return cw.n, fmt.Errorf("writing nftables plan: %w", err)
+	r.flush()
+	if r.err != nil {
+		return r.n, fmt.Errorf("writing nftables plan: %w", r.err)
 	}
-	return cw.n, nil
+	return r.n, nil
 }
 
 // String returns p as [Plan.WriteTo] writes it. If p cannot be rendered,
@@ -127,24 +116,65 @@ func checkOptionalComment(s string) error {
 	return checkComment(s)
 }
 
-// renderer writes commands, keeping the first write error (bufio.Writer
-// does that itself).
+// renderBufSize is how much text the renderer gathers before writing it.
+const renderBufSize = 64 << 10
+
+// renderer gathers commands in a buffer and writes it out in large
+// pieces, keeping the first write error.
 type renderer struct {
-	w      *bufio.Writer
+	w      io.Writer
 	prefix string
+	buf    []byte
+	n      int64
+	err    error
 }
 
-func (r *renderer) newline() { r.w.WriteByte('\n') }
-
-// line writes "add " + the parts + "\n" after the object keyword in
-// parts[0], inserting the table prefix after it.
-func (r *renderer) line(keyword string, parts ...string) {
-	r.w.WriteString(keyword)
-	r.w.WriteString(r.prefix)
-	for _, s := range parts {
-		r.w.WriteString(s)
+// flush writes out the buffer.
+func (r *renderer) flush() {
+	if r.err == nil && len(r.buf) > 0 {
+		n, err := r.w.Write(r.buf)
+		r.n += int64(n)
+		r.err = err
 	}
-	r.w.WriteByte('\n')
+	r.buf = r.buf[:0]
+}
+
+// maybeFlush writes out the buffer once it is full enough.
+func (r *renderer) maybeFlush() {
+	if len(r.buf) >= renderBufSize {
+		r.flush()
+	}
+}
+
+func (r *renderer) newline() { r.buf = append(r.buf, '\n') }
+
+// line writes keyword, the table prefix, the parts and a newline.
+func (r *renderer) line(keyword string, parts ...string) {
+	r.buf = append(r.buf, keyword...)
+	r.buf = append(r.buf, r.prefix...)
+	for _, s := range parts {
+		r.buf = append(r.buf, s...)
+	}
+	r.buf = append(r.buf, '\n')
+	r.maybeFlush()
+}
+
+// rules writes the "add rule" commands of c, after a blank line.
+func (r *renderer) rules(c *Chain) {
+	if c.body == "" {
+		return
+	}
+	r.newline()
+	for body := c.body; body != ""; {
+		i := strings.IndexByte(body, '\n')
+		r.buf = append(r.buf, "add rule "...)
+		r.buf = append(r.buf, r.prefix...)
+		r.buf = append(r.buf, c.Name...)
+		r.buf = append(r.buf, ' ')
+		r.buf = append(r.buf, body[:i+1]...)
+		body = body[i+1:]
+		r.maybeFlush()
+	}
 }
 
 func (r *renderer) table(p *Plan) {
@@ -152,9 +182,9 @@ func (r *renderer) table(p *Plan) {
 	if p.Table.Comment != "" {
 		create += ` { comment "` + p.Table.Comment + `" ; }`
 	}
-	r.w.WriteString(create + "\n")
-	r.w.WriteString("delete table " + strings.TrimSuffix(r.prefix, " ") + "\n")
-	r.w.WriteString(create + "\n\n")
+	r.buf = append(r.buf, create+"\n"...)
+	r.buf = append(r.buf, "delete table "+strings.TrimSuffix(r.prefix, " ")+"\n"...)
+	r.buf = append(r.buf, create+"\n\n"...)
 }
 
 func (r *renderer) set(s *Set) {
@@ -228,15 +258,14 @@ func (r *renderer) elements(s *Set) {
 		return
 	}
 	r.newline()
-	var b []byte
 	for i := range s.Elements {
-		b = AppendElement(b[:0], s, &s.Elements[i])
-		r.w.WriteString("add element ")
-		r.w.WriteString(r.prefix)
-		r.w.WriteString(s.Name)
-		r.w.WriteString(" { ")
-		r.w.Write(b)
-		r.w.WriteString(" }\n")
+		r.buf = append(r.buf, "add element "...)
+		r.buf = append(r.buf, r.prefix...)
+		r.buf = append(r.buf, s.Name...)
+		r.buf = append(r.buf, " { "...)
+		r.buf = AppendElement(r.buf, s, &s.Elements[i])
+		r.buf = append(r.buf, " }\n"...)
+		r.maybeFlush()
 	}
 }
 
@@ -267,15 +296,4 @@ func AppendElement(b []byte, s *Set, e *Element) []byte {
 		b = e.Action.appendText(b, "")
 	}
 	return b
-}
-
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }

@@ -60,6 +60,11 @@ func TestParseRule(t *testing.T) {
 				Drop(),
 			}}},
 		{"masquerade", "masquerade fully-random", Rule{Exprs: []Expr{Masquerade{FullyRandom: true}}}},
+		{"service CIDR drop", `ip daddr { 172.30.0.0/16 } drop comment "Drop traffic to unallocated ClusterIPs"`,
+			Rule{Family: IPv4, Exprs: []Expr{
+				AddrMatch{Field: FieldDAddr, Braces: true, Prefixes: []netip.Prefix{pfx("172.30.0.0/16")}},
+				Drop(),
+			}, Comment: "Drop traffic to unallocated ClusterIPs"}},
 		{"short-circuit", `fib saddr type local goto service-X/ns/svc/tcp/p comment "short-circuit local traffic"`,
 			Rule{Exprs: []Expr{FibLocal{Field: FieldSAddr}, Goto("service-X/ns/svc/tcp/p")}, Comment: "short-circuit local traffic"}},
 	}

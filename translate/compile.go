@@ -32,6 +32,17 @@ var ErrNilState = errors.New("nil state")
 // chains; and the jumps from the built-in chains. Chain names are
 // kube-proxy's (see [ServicePortChainName]).
 //
+// For [ModeNFTables] the plan holds one [nftables.Plan] per family (IPv4
+// first): the "kube-proxy" table in kube-proxy's nftables layout, with
+// the base chains filter-prerouting, filter-input, filter-forward,
+// filter-output (priority -110), filter-output-post-dnat (-90),
+// nat-prerouting, nat-output (-100) and nat-postrouting (100); the maps
+// service-ips, service-nodeports, no-endpoint-services,
+// no-endpoint-nodeports and firewall-ips and the sets cluster-ips and
+// nodeport-ips; then per service port its service-, local-, external-,
+// firewall- and endpoint- chains and affinity- sets, named as kube-proxy
+// names them (see [NFTServicePortNameBase]).
+//
 // For [ModeUserspace] the plan holds a [userspace.Plan], the listeners of
 // the userspace proxy, and in IPTables the portal rules that send service
 // traffic to them, per family in old kube-proxy's layout: nat

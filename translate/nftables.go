@@ -71,6 +71,20 @@ type nftFamily struct {
 	ports []portRef
 }
 
+// compileNFTables compiles st into one nftables plan per family, in the
+// layout of kube-proxy's nftables proxier whose base chains are
+// filter-prerouting, filter-input, filter-forward and filter-output at
+// priority dstnat-10 and filter-output-post-dnat at dstnat+10 (the
+// layout the FACTS file describes; later kube-proxy releases renamed
+// them filter-prerouting-pre-dnat and filter-output-pre-dnat and moved
+// the endpoint checks to priority filter). Per service port it makes the
+// same decisions as kube-proxy's syncProxyRules, element for element and
+// rule for rule, with three choices of its own: the dropping of traffic
+// to unallocated cluster IPs is left out (the model knows no service
+// CIDRs); a map key that two services share (the same external IP and
+// port) keeps the first service's element, where kube-proxy keeps
+// whichever it meets last; and the text replaces the whole table (see
+// [nftables.Plan.WriteTo]).
 func compileNFTables(st *proxy.State, o *options) ([]*nftables.Plan, error) {
 	v4, v6 := families(st)
 	var plans []*nftables.Plan
@@ -327,6 +341,22 @@ type fixedSet struct {
 	list int
 }
 
+// nodePortsEverywhere reports whether NodePorts are served on every
+// local address of the family (except loopback): Config.NodePortAddresses
+// has no prefix of the family, or a /0 one, as kube-proxy reads it.
+func (f *nftFamily) nodePortsEverywhere() bool {
+	all := true
+	for _, p := range f.st.Config.NodePortAddresses {
+		if ofFamily(p.Addr(), f.ipv6) {
+			if p.Bits() == 0 {
+				return true
+			}
+			all = false
+		}
+	}
+	return all
+}
+
 // fixedSets returns the fixed sets and maps in kube-proxy's order. The
 // nodeport-ips set exists only when NodePort addresses are limited; it
 // holds the node's addresses in them, never loopback (kube-proxy does not
@@ -339,7 +369,7 @@ func (f *nftFamily) fixedSets() []fixedSet {
 		return fixedSet{nftables.Set{Name: name, Key: key, Value: nftables.TypeVerdict, Comment: comment}, list}
 	}
 	out := []fixedSet{{nftables.Set{Name: nftClusterIPsSet, Key: []nftables.DataType{addr}, Comment: "Active ClusterIPs"}, elemClusterIPs}}
-	if len(f.st.Config.NodePortAddresses) > 0 {
+	if !f.nodePortsEverywhere() {
 		s := nftables.Set{Name: nftNodePortIPsSet, Key: []nftables.DataType{addr}, Comment: "IPs that accept NodePort traffic"}
 		for _, a := range f.st.NodePortIPs(f.ipv6) {
 			if n := len(s.Elements); !a.IsLoopback() && (n == 0 || s.Elements[n-1].Addr != a) {
@@ -369,7 +399,7 @@ func (f *nftFamily) fixedChains() []nftables.Chain {
 	}
 	nodePorts := "fib daddr type local " + loopback + " meta l4proto . th dport vmap @" + nftServiceNodePortsMap
 	nodePortChecks := loopback + " meta l4proto . th dport vmap @" + nftNoEndpointNodePorts
-	if len(f.st.Config.NodePortAddresses) > 0 {
+	if !f.nodePortsEverywhere() {
 		nodePorts = x + " daddr @" + nftNodePortIPsSet + " meta l4proto . th dport vmap @" + nftServiceNodePortsMap
 		nodePortChecks = x + " daddr @" + nftNodePortIPsSet + " meta l4proto . th dport vmap @" + nftNoEndpointNodePorts
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/svcplan/svcplan/internal/netnstest"
+	"github.com/svcplan/svcplan/internal/randstate"
 	"github.com/svcplan/svcplan/nftables"
 )
 
@@ -46,6 +47,33 @@ func TestNFTablesTextLoads(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNFTablesRandomPlansLoad loads the plans of random states one after
+// the other into one namespace: each is valid nft input, and each
+// replaces the table its predecessor left, whatever that held.
+func TestNFTablesRandomPlansLoad(t *testing.T) {
+	netnstest.Require(t, "ip", "nft")
+	ns := netnstest.NewNS(t)
+	for seed := uint64(1); seed <= 40; seed++ {
+		st := randstate.New(seed).State()
+		p, err := Compile(st, ModeNFTables)
+		if err != nil {
+			t.Fatalf("seed %d: %v", seed, err)
+		}
+		for _, np := range p.NFTables {
+			if out, err := nft(ns, np.String(), "-f", "-"); err != nil {
+				t.Fatalf("seed %d: nft -f of the %s plan: %v\n%s\nplan:\n%s", seed, np.FamilyOrDefault(), err, out, np)
+			}
+			listing, err := nft(ns, "", "list", "table", string(np.FamilyOrDefault()), np.TableName())
+			if err != nil {
+				t.Fatalf("seed %d: nft list table: %v\n%s", seed, err, listing)
+			}
+			if diff := cmp.Diff(planObjects(np), listedObjects(listing)); diff != "" {
+				t.Fatalf("seed %d: %s table as nft lists it differs from the plan (-plan +listed):\n%s", seed, np.FamilyOrDefault(), diff)
+			}
+		}
 	}
 }
 

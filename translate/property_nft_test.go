@@ -35,6 +35,9 @@ func TestNFTablesTracerAgreesWithResolve(t *testing.T) {
 		}
 		tracers := map[nftables.Family]*nftables.Tracer{}
 		for _, p := range plan.NFTables {
+			if err := p.Validate(); err != nil {
+				t.Fatalf("seed %d: %s plan does not validate: %v", seed, p.FamilyOrDefault(), err)
+			}
 			tr, err := nftables.NewTracer(p, nftables.WithLocalAddrs(st.Node.IPs))
 			if err != nil {
 				t.Fatalf("seed %d: NewTracer(%s): %v", seed, p.FamilyOrDefault(), err)
