@@ -53,6 +53,29 @@ type Mode interface {
 	Apply(t testing.TB, topo *netnstest.Topology, st *proxy.State)
 }
 
+// Proxying may be implemented by a [Mode] that proxies connections
+// rather than rewriting packets, such as the userspace mode: the mode
+// opens its own connection to the backend, from the node, so the backend
+// never sees the dialer's address. When AlwaysMasquerades reports true,
+// every reach a scenario expects unmasqueraded is checked as masqueraded
+// (the backend must see a node address), and the cross-check against the
+// model ignores whether [proxy.Resolve] masquerades.
+type Proxying interface {
+	// AlwaysMasquerades reports whether backends always see a node
+	// address as the source.
+	AlwaysMasquerades() bool
+}
+
+// Unsupported may be implemented by a [Mode] that lacks a feature some
+// scenarios test. [Scenario.Run] skips a scenario for which Skips returns
+// a reason other than "", with that reason. Such a skip is not a missing
+// kernel feature: SVCPLAN_REQUIRE_KERNEL does not turn it into a failure.
+type Unsupported interface {
+	// Skips returns why the scenario named scenario cannot apply to the
+	// mode, or "" if it can.
+	Skips(scenario string) string
+}
+
 // Env is one scenario's world: its own topology, the mode under test, the
 // pods the scenario made and the State last applied.
 type Env struct {
@@ -270,9 +293,19 @@ func (e *Env) ExpectN(t testing.TB, n int, src Source, network string, dst netip
 	return replies
 }
 
+// alwaysMasquerades reports whether the mode under test is a [Proxying]
+// one whose backends always see a node address.
+func (e *Env) alwaysMasquerades() bool {
+	p, ok := e.mode.(Proxying)
+	return ok && p.AlwaysMasquerades()
+}
+
 // expect is Expect, also reporting whether everything went as wanted.
 func (e *Env) expect(t testing.TB, src Source, network string, dst netip.AddrPort, want Want) (netnstest.Reply, bool) {
 	t.Helper()
+	if len(want.Backends) > 0 && e.alwaysMasquerades() {
+		want.Masquerade = true
+	}
 	opts := []netnstest.DialOption{netnstest.From(src.Addr)}
 	if want.Refused || want.TimedOut {
 		opts = append(opts, netnstest.Timeout(DropTimeout))
@@ -351,8 +384,8 @@ func (e *Env) IsNodeAddr(a netip.Addr) bool {
 
 // CheckModel reports an error unless the reference model predicts what the
 // kernel did with a connection from src to dst: a forward to the backend r
-// landed on (with a nonzero probability, masqueraded as r's peer shows), a
-// drop for a timeout, a reject for a refusal, and for a packet the model
+// landed on (with a nonzero probability, masqueraded as r's peer shows
+// unless the mode is [Proxying]), a drop for a timeout, a reject for a refusal, and for a packet the model
 // leaves alone anything but a delivery to an endpoint.
 func (e *Env) CheckModel(t testing.TB, src Source, network string, dst netip.AddrPort, r netnstest.Reply) {
 	t.Helper()
@@ -386,6 +419,9 @@ func (e *Env) disagreement(src Source, ans proxy.Answer, r netnstest.Reply) stri
 			switch {
 			case c.Probability <= 0:
 				return "the model gives the observed backend probability 0"
+			case e.alwaysMasquerades():
+				// The mode hides the source whatever the model says;
+				// expect checks that the backend saw a node address.
 			case c.Masquerade && !e.IsNodeAddr(r.Peer.Addr()):
 				return "the model masquerades, the backend saw the original source"
 			case !c.Masquerade && r.Peer.Addr() != src.Addr:

@@ -24,9 +24,15 @@ type Scenario struct {
 }
 
 // Run runs the scenario in a fresh topology with mode m: Setup, Apply,
-// Check.
+// Check. It skips t when m is [Unsupported] and gives a reason to skip
+// the scenario.
 func (sc *Scenario) Run(t *testing.T, m Mode) {
 	t.Helper()
+	if u, ok := m.(Unsupported); ok {
+		if why := u.Skips(sc.Name); why != "" {
+			t.Skipf("%s mode: %s", m.Name(), why)
+		}
+	}
 	e := NewEnv(t, m)
 	e.Apply(t, sc.Setup(t, e))
 	sc.Check(t, e)
