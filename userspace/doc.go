@@ -35,7 +35,7 @@
 // resets new connections at once (the portal rules do better: they reject
 // such traffic before it reaches the proxy).
 //
-// UDP: each client address gets a session with a socket of its own
+// UDP: each client address and local address it sends to gets a session, and replies leave from that local address with a socket of its own
 // connected to its backend; replies come back to the client from the
 // listener's socket. A session ends after [Listener.UDPIdleTimeout]
 // (default [DefaultUDPIdleTimeout], 250 ms) without a datagram either way.

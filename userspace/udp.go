@@ -13,26 +13,85 @@ import (
 const maxDatagram = 65535
 
 // udpSocket is a UDP listener's socket and its sessions, one per client
-// address, each with a socket of its own connected to the client's
-// backend.
+// address and local address the client sent to, each with a socket of its
+// own connected to the client's backend.
 type udpSocket struct {
 	conn *net.UDPConn
+	// oob receives each datagram's control messages; nil when the socket
+	// does not report the local address datagrams were sent to.
+	oob []byte
+	// destErr is why the socket could not be made to report it.
+	destErr error
 
 	mu       sync.Mutex
 	closed   bool
-	sessions map[netip.AddrPort]*session
+	sessions map[sessionKey]*session
 }
 
-// session is one client's traffic through a UDP listener.
-type session struct {
+// dest is the local address a client's datagram was sent to, after the
+// portal rules' REDIRECT: the interface's primary address, or a loopback
+// address for the node's own traffic. ifindex is the interface it arrived
+// on, kept only for a link-local address, which needs it to be used as a
+// source. The zero dest means unknown: replies leave from the address the
+// kernel picks.
+type dest struct {
+	addr    netip.Addr
+	ifindex uint32
+}
+
+// newDest returns the dest of a datagram that reached local address a
+// through interface ifindex, or the zero dest if a cannot be a reply's
+// source.
+func newDest(a netip.Addr, ifindex uint32) dest {
+	if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Is4In6() {
+		return dest{}
+	}
+	if !a.IsLinkLocalUnicast() {
+		ifindex = 0
+	}
+	return dest{addr: a, ifindex: ifindex}
+}
+
+// sessionKey identifies a session. The client's address alone is not
+// enough: a client that sends from one port to two addresses of a
+// listener (the service's cluster IP and its NodePort, say) has two flows
+// in conntrack, and the replies of each must come from the address its
+// datagrams went to.
+type sessionKey struct {
 	client netip.AddrPort
-	conn   *net.UDPConn // connected to the backend
+	dst    dest
+}
+
+// session is one client's traffic through a UDP listener to one of its
+// local addresses.
+type session struct {
+	key  sessionKey
+	conn *net.UDPConn // connected to the backend
+	// oob is the control message that makes replies leave from key.dst;
+	// nil when it is unknown.
+	oob []byte
 	// last is when a datagram last went either way, in Unix nanoseconds.
 	last atomic.Int64
 }
 
+// newUDPSocket wraps c. When c is bound to the unspecified address, it
+// asks the kernel to report each datagram's local destination, so that
+// replies can leave from it: conntrack matches a reply to the client's
+// flow, and undoes the REDIRECT, only if it does. Without that, a reply
+// to a pod over IPv6 leaves from the node's global address rather than
+// the link-local one the pod's datagram was redirected to, and is lost.
 func newUDPSocket(c *net.UDPConn) *udpSocket {
-	return &udpSocket{conn: c, sessions: map[netip.AddrPort]*session{}}
+	u := &udpSocket{conn: c, sessions: map[sessionKey]*session{}}
+	la, ok := c.LocalAddr().(*net.UDPAddr)
+	if destOOBSize == 0 || !ok || !la.IP.IsUnspecified() {
+		return u
+	}
+	if err := enableDest(c, la.IP.To4() != nil); err != nil {
+		u.destErr = err
+		return u
+	}
+	u.oob = make([]byte, destOOBSize)
+	return u
 }
 
 func (s *session) touch(now time.Time) { s.last.Store(now.UnixNano()) }
@@ -54,10 +113,13 @@ func (u *udpSocket) close() {
 // forwards each through its client's session.
 func (l *listener) serveUDP() {
 	defer l.p.wg.Done()
+	if err := l.udp.destErr; err != nil {
+		l.p.log.Warn("userspace proxy: udp replies will leave from the address the kernel picks", "listener", l.spec.Load().Name, "err", err)
+	}
 	buf := make([]byte, maxDatagram)
 	var delay time.Duration
 	for {
-		n, client, err := l.udp.conn.ReadFromUDPAddrPort(buf)
+		n, client, dst, err := l.udp.read(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -68,15 +130,42 @@ func (l *listener) serveUDP() {
 			continue
 		}
 		delay = 0
-		l.forwardUDP(unmapAddrPort(client), buf[:n])
+		l.forwardUDP(sessionKey{client: unmapAddrPort(client), dst: dst}, buf[:n])
 	}
 }
 
+// read reads one datagram into buf and returns its length, its sender
+// and, if the socket reports it, the local address it was sent to.
+func (u *udpSocket) read(buf []byte) (int, netip.AddrPort, dest, error) {
+	if u.oob == nil {
+		n, client, err := u.conn.ReadFromUDPAddrPort(buf)
+		return n, client, dest{}, err
+	}
+	n, oobn, _, client, err := u.conn.ReadMsgUDPAddrPort(buf, u.oob)
+	if err != nil {
+		return n, client, dest{}, err
+	}
+	return n, client, parseDest(u.oob[:oobn]), nil
+}
+
+// write sends a reply of s's backend to its client, from the local address
+// the client sent to when it is known.
+func (u *udpSocket) write(s *session, b []byte) error {
+	var err error
+	if s.oob == nil {
+		_, err = u.conn.WriteToUDPAddrPort(b, s.key.client)
+	} else {
+		_, _, err = u.conn.WriteMsgUDPAddrPort(b, s.oob, s.key.client)
+	}
+	return err
+}
+
 // forwardUDP sends a client's datagram to its backend, starting a session
-// if the client has none (or its session just ended).
-func (l *listener) forwardUDP(client netip.AddrPort, b []byte) {
+// if the client has none for the datagram's destination (or its session
+// just ended).
+func (l *listener) forwardUDP(key sessionKey, b []byte) {
 	for range 2 {
-		s := l.session(client)
+		s := l.session(key)
 		if s == nil {
 			return
 		}
@@ -84,7 +173,7 @@ func (l *listener) forwardUDP(client netip.AddrPort, b []byte) {
 			if errors.Is(err, net.ErrClosed) {
 				continue
 			}
-			l.p.log.Debug("userspace proxy: udp write to backend", "listener", l.spec.Load().Name, "client", client, "err", err)
+			l.p.log.Debug("userspace proxy: udp write to backend", "listener", l.spec.Load().Name, "client", key.client, "err", err)
 			return
 		}
 		l.stats.bytesIn.Add(uint64(len(b)))
@@ -92,9 +181,9 @@ func (l *listener) forwardUDP(client netip.AddrPort, b []byte) {
 	}
 }
 
-// session returns the client's live session, marked active now, or
-// starts one with a backend the balancer picks; nil if that fails.
-func (l *listener) session(client netip.AddrPort) *session {
+// session returns the live session of key, marked active now, or starts
+// one with a backend the balancer picks for the client; nil if that fails.
+func (l *listener) session(key sessionKey) *session {
 	u := l.udp
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -102,13 +191,13 @@ func (l *listener) session(client netip.AddrPort) *session {
 		return nil
 	}
 	now := time.Now()
-	if s := u.sessions[client]; s != nil {
+	if s := u.sessions[key]; s != nil {
 		s.touch(now)
 		return s
 	}
 	attempts := max(1, len(l.p.dialTimeouts))
 	for i := range attempts {
-		be, ok := l.lb.pick(client.Addr(), now, i > 0)
+		be, ok := l.lb.pick(key.client.Addr(), now, i > 0)
 		if !ok {
 			l.stats.refused.Add(1)
 			return nil
@@ -119,9 +208,9 @@ func (l *listener) session(client netip.AddrPort) *session {
 			l.p.log.Debug("userspace proxy: udp dial", "listener", l.spec.Load().Name, "backend", be, "err", err)
 			continue
 		}
-		s := &session{client: client, conn: c}
+		s := &session{key: key, conn: c, oob: destOOB(key.dst)}
 		s.touch(now)
-		u.sessions[client] = s
+		u.sessions[key] = s
 		l.stats.accepted.Add(1)
 		l.stats.active.Add(1)
 		l.p.wg.Add(1)
@@ -160,8 +249,8 @@ func (l *listener) serveSession(s *session) {
 			break
 		}
 		s.touch(time.Now())
-		if _, err := l.udp.conn.WriteToUDPAddrPort(buf[:n], s.client); err != nil {
-			l.p.log.Debug("userspace proxy: udp write to client", "listener", l.spec.Load().Name, "client", s.client, "err", err)
+		if err := l.udp.write(s, buf[:n]); err != nil {
+			l.p.log.Debug("userspace proxy: udp write to client", "listener", l.spec.Load().Name, "client", s.key.client, "from", s.key.dst.addr, "err", err)
 			if errors.Is(err, net.ErrClosed) {
 				break
 			}
@@ -182,8 +271,8 @@ func (l *listener) keepSession(s *session, idle time.Duration) bool {
 	if !u.closed && time.Since(s.lastActive()) < idle {
 		return true
 	}
-	if u.sessions[s.client] == s {
-		delete(u.sessions, s.client)
+	if u.sessions[s.key] == s {
+		delete(u.sessions, s.key)
 	}
 	return false
 }
@@ -192,8 +281,8 @@ func (l *listener) keepSession(s *session, idle time.Duration) bool {
 func (l *listener) endSession(s *session) {
 	u := l.udp
 	u.mu.Lock()
-	if u.sessions[s.client] == s {
-		delete(u.sessions, s.client)
+	if u.sessions[s.key] == s {
+		delete(u.sessions, s.key)
 	}
 	u.mu.Unlock()
 	_ = s.conn.Close()
