@@ -28,7 +28,19 @@ import (
 // it changes atomically and other programs' chains and rules stay. The
 // jumps from built-in chains are part of the same input: rules into owned
 // chains that are not the plan's jumps, in order, at the top of their
-// chain, are deleted by their text and the plan's inserted first.
+// chain, are deleted by their text and the plan's inserted first. (They
+// are not managed with single iptables commands, which iptables-legacy
+// makes cost a read of the whole table each: almost a second at 300 000
+// rules.) A full rewrite validates the plan while iptables-restore parses
+// the input and holds back the COMMIT until validation passed.
+//
+// iptables-nft 1.8 takes time quadratic in the number of chains named in
+// one restore with --noflush (see [RestoreOptions.ListFirst]); Kernel
+// starts large restores with "-S" to avoid that, after creating any
+// built-in chain the input uses that nf_tables lacks. A partial restore
+// into a large iptables-nft table still costs the kernel a walk of every
+// rule reachable from the built-in chains (nf_tables validates the whole
+// table on a commit that adds a rule): about 0.4 s at 300 000 rules.
 //
 // To notice changes made behind its back cheaply, Kernel keeps a
 // fingerprint of each table it wrote: the nf_tables generation (which

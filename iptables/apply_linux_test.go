@@ -473,7 +473,7 @@ func TestKernelDrift(t *testing.T) {
 					t.Fatalf("Apply: %v", err)
 				}
 				for _, cmd := range d.cmds {
-					ns.run(t, append([]string{ktTool(c.backend, c.family, "")}, cmd...)...)
+					ns.run(t, append([]string{ktTool(c.backend, c.family, ""), "-w", "5"}, cmd...)...)
 				}
 				before, n := k.Stats(), log.len()
 				if err := k.Apply(ctx, p); err != nil {
@@ -599,7 +599,7 @@ func TestKernelForeign(t *testing.T) {
 			{"-t", "nat", "-A", "KUBE-SVC-LEFTOVER", "-j", "DOCKER"},
 			{"-t", "nat", "-A", "OUTPUT", "-j", "KUBE-SVC-LEFTOVER"},
 		} {
-			ns.run(t, append([]string{ipt}, cmd...)...)
+			ns.run(t, append([]string{ipt, "-w", "5"}, cmd...)...)
 		}
 		foreign := map[string][]string{
 			"nat PREROUTING": {"nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER"},

@@ -257,3 +257,22 @@ func BenchmarkValidate10000(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFullRestore measures building the restore input of the
+// 1 000 and 10 000 service plans' nat table.
+func BenchmarkFullRestore(b *testing.B) {
+	for _, n := range ktBenchSizes {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			p := ktSyntheticPlan(b, n, 10, 0)
+			var size int
+			for b.Loop() {
+				in, err := FullRestore(p, TableNAT, RestoreOptions{Canary: "KUBE-PROXY-CANARY"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(in)
+			}
+			b.SetBytes(int64(size))
+		})
+	}
+}

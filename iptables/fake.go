@@ -49,7 +49,8 @@ func NewFake(family Family, opts ...Option) *Fake {
 	return &Fake{family: family, cfg: newConfig(opts), tables: map[Table]*fakeTable{}}
 }
 
-// Restores returns the number of table writes (restores) so far.
+// Restores returns the number of restores run so far: one per table
+// written, or refused for what the kernel would refuse.
 func (f *Fake) Restores() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

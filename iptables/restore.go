@@ -67,17 +67,16 @@ func FullRestore(p *Plan, t Table, opts RestoreOptions) ([]byte, error) {
 	if tc := p.Table(t); tc != nil {
 		chains = tc.Chains
 	}
-	names := make(map[string]bool, len(chains)+1)
 	decl := make([]string, 0, len(chains)+len(opts.Delete)+1)
 	for i := range chains {
-		names[chains[i].Name] = true
 		decl = append(decl, chains[i].Name)
 	}
-	if opts.Canary != "" && !names[opts.Canary] {
-		names[opts.Canary] = true
+	keep := namesIn(chains, append(slices.Clip(opts.Delete), opts.Canary))
+	if opts.Canary != "" && !keep[opts.Canary] {
 		decl = append(decl, opts.Canary)
+		keep[opts.Canary] = true
 	}
-	del := chainsToDelete(opts.Delete, nil, names)
+	del := chainsToDelete(opts.Delete, nil, keep)
 	fix, err := reconcileJumps(p, nil, t, &opts)
 	if err != nil {
 		return nil, err

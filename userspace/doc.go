@@ -35,9 +35,10 @@
 // resets new connections at once (the portal rules do better: they reject
 // such traffic before it reaches the proxy).
 //
-// UDP: each client address and local address it sends to gets a session, and replies leave from that local address with a socket of its own
-// connected to its backend; replies come back to the client from the
-// listener's socket. A session ends after [Listener.UDPIdleTimeout]
+// UDP: each pair of client address and local address it sends to gets a
+// session, with a socket of its own connected to its backend; replies come
+// back to the client from the listener's socket, with that local address as
+// their source. A session ends after [Listener.UDPIdleTimeout]
 // (default [DefaultUDPIdleTimeout], 250 ms) without a datagram either way.
 //
 // [WithNetNS] makes the proxy listen and dial in another network
