@@ -153,13 +153,18 @@ func sortedServices(st *proxy.State, ipv6 bool) []int32 {
 			idx = append(idx, int32(i))
 		}
 	}
-	slices.SortFunc(idx, func(a, b int32) int {
+	byName := func(a, b int32) int {
 		sa, sb := &st.Services[a], &st.Services[b]
 		if c := strings.Compare(sa.Namespace, sb.Namespace); c != 0 {
 			return c
 		}
 		return strings.Compare(sa.Name, sb.Name)
-	})
+	}
+	// Input from kube.StateFor is already sorted; checking is cheaper
+	// than sorting.
+	if !slices.IsSortedFunc(idx, byName) {
+		slices.SortFunc(idx, byName)
+	}
 	return idx
 }
 
