@@ -67,6 +67,11 @@ func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 // the text ends with a "#" line naming the problem where WriteTo failed.
 func (p *Plan) String() string {
 	var b strings.Builder
+	// Measure first, so that the text is built in one allocation of its
+	// exact size rather than by repeated growth.
+	if n, err := p.WriteTo(io.Discard); err == nil {
+		b.Grow(int(n))
+	}
 	if _, err := p.WriteTo(&b); err != nil {
 		b.WriteString("# render error: ")
 		b.WriteString(strings.ReplaceAll(err.Error(), "\n", " "))

@@ -58,6 +58,11 @@ func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 // the text is a "#" line naming the problem.
 func (p *Plan) String() string {
 	var b strings.Builder
+	// Measure first, so that the text is built in one allocation of its
+	// exact size rather than by repeated growth.
+	if n, err := p.WriteTo(io.Discard); err == nil {
+		b.Grow(int(n))
+	}
 	if _, err := p.WriteTo(&b); err != nil {
 		return "# render error: " + strings.ReplaceAll(err.Error(), "\n", " ") + "\n"
 	}
