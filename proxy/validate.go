@@ -65,7 +65,7 @@ func (s *State) Validate() error {
 		return nil
 	}
 	v := validator{
-		clusterIPs: make(map[netip.Addr]string),
+		clusterIPs: make(map[netip.Addr]string, len(s.Services)),
 		nodePorts:  make(map[nodePortKey]string),
 		known:      make(map[string]bool),
 		portNames:  make(map[string]string),
