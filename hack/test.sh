@@ -23,6 +23,7 @@ install_tools() {
 	command -v nft >/dev/null || need+=(nftables)
 	command -v ipset >/dev/null || need+=(ipset)
 	command -v conntrack >/dev/null || need+=(conntrack)
+	command -v strace >/dev/null || need+=(strace)
 	if [ ${#need[@]} -eq 0 ]; then
 		return 0
 	fi

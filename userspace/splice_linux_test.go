@@ -1,6 +1,7 @@
 package userspace
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,14 +32,14 @@ func TestTCPCopyUsesSplice(t *testing.T) {
 	}
 	strace, err := exec.LookPath("strace")
 	if err != nil {
-		t.Skip("strace not installed; the splice check needs it")
+		skipOrFail(t, "strace not installed; the splice check needs it")
 	}
 	trace := filepath.Join(t.TempDir(), "trace")
 	cmd := exec.CommandContext(t.Context(), strace, "-f", "--seccomp-bpf", "-qq", "-e", "trace=splice", "-o", trace,
 		os.Args[0], "-test.run=^TestTCPCopyUsesSplice$", "-test.count=1")
 	cmd.Env = append(os.Environ(), spliceChildEnv+"=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("strace cannot run the test binary here (%v): %s", err, out)
+		skipOrFail(t, fmt.Sprintf("strace cannot run the test binary here (%v): %s", err, out))
 	}
 	text, err := os.ReadFile(trace)
 	if err != nil {
@@ -56,4 +57,14 @@ func TestTCPCopyUsesSplice(t *testing.T) {
 		t.Errorf("splice(2) moved %d bytes in %d calls, want at least %d: the copy does not use splice", moved, calls, 2*size)
 	}
 	t.Logf("splice(2) moved %d bytes in %d calls", moved, calls)
+}
+
+// skipOrFail skips the test for a missing tool, or fails it when
+// SVCPLAN_REQUIRE_KERNEL=1 says every kernel-tier tool must be there.
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("SVCPLAN_REQUIRE_KERNEL") == "1" {
+		t.Fatal(why + " (SVCPLAN_REQUIRE_KERNEL=1)")
+	}
+	t.Skip(why)
 }
