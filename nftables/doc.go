@@ -1,8 +1,10 @@
 // Package nftables is svcplan's nftables vocabulary: a [Plan] of one
 // table's sets, verdict maps and chains, its text form (exactly the input
 // of "nft -f"), a typed form of rules ([Rule], [ParseRule]), validation
-// against what nft and the kernel refuse ([Plan.Validate]), and a packet
-// [Tracer] over a plan.
+// against what nft and the kernel refuse ([Plan.Validate]), a packet
+// [Tracer] over a plan, and the appliers: on Linux the netlink one
+// (google/nftables, one atomic batch per Apply, partial sync, drift
+// repair), and a [Fake] that checks batches as the kernel would.
 //
 // It sits between translate, which compiles a proxy model into a Plan in
 // kube-proxy's nftables layout, and the kernel. It knows tables, chains,
