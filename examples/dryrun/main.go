@@ -5,6 +5,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 
@@ -14,7 +15,16 @@ import (
 )
 
 func main() {
-	st := &proxy.State{
+	if err := run(os.Stdout, exampleState()); err != nil {
+		fmt.Fprintln(os.Stderr, "dryrun:", err)
+		os.Exit(1)
+	}
+}
+
+// exampleState is one NodePort service with an endpoint on this node and
+// one on another.
+func exampleState() *proxy.State {
+	return &proxy.State{
 		Node:   proxy.Node{Name: "node-a", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}},
 		Config: proxy.Config{ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}},
 		Services: []proxy.Service{{
@@ -29,19 +39,17 @@ func main() {
 			},
 		}},
 	}
-	if err := run(st); err != nil {
-		fmt.Fprintln(os.Stderr, "dryrun:", err)
-		os.Exit(1)
-	}
 }
 
-func run(st *proxy.State) error {
+func run(w io.Writer, st *proxy.State) error {
 	plan, err := translate.Compile(st, translate.ModeIPTables)
 	if err != nil {
 		return err
 	}
 	v4 := plan.IPTables[0]
-	fmt.Print(v4.String())
+	if _, err := v4.WriteTo(w); err != nil {
+		return err
+	}
 
 	tr, err := iptables.NewTracer(v4, iptables.WithLocalAddrs(st.Node.IPs))
 	if err != nil {
@@ -57,6 +65,6 @@ func run(st *proxy.State) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\n# where %s -> %s goes:\n%s", pkt.Src, pkt.Dst, res)
-	return nil
+	_, err = fmt.Fprintf(w, "\n# where %s -> %s goes:\n%s", pkt.Src, pkt.Dst, res)
+	return err
 }
