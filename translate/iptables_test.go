@@ -132,20 +132,7 @@ func TestCompileGolden(t *testing.T) {
 	for _, tc := range goldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			got := compileText(t, tc.st, tc.opts...)
-			path := filepath.Join("testdata", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("reading golden file (run go test -update to create it): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("Compile(%s) text mismatch (-want +got):\n%s", tc.name, diff)
-			}
+			checkGolden(t, filepath.Join("testdata", tc.name+".golden"), got, "Compile("+tc.name+")")
 		})
 	}
 }
@@ -168,4 +155,23 @@ func compileText(t *testing.T, st *proxy.State, opts ...Option) string {
 		b.WriteString(ip.String())
 	}
 	return b.String()
+}
+
+// checkGolden compares got with the golden file at path, or rewrites the
+// file under -update; what names the compilation in the failure message.
+func checkGolden(t *testing.T, path, got, what string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading golden file (run go test -update to create it): %v", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s text mismatch (-want +got):\n%s", what, diff)
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -71,20 +70,7 @@ func TestCompileNFTablesGolden(t *testing.T) {
 	for _, tc := range nftGoldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			got := compileNFTText(t, tc.st, tc.opts...)
-			path := filepath.Join("testdata", "nft-"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("reading golden file (run go test -update to create it): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("Compile(%s, nftables) text mismatch (-want +got):\n%s", tc.name, diff)
-			}
+			checkGolden(t, filepath.Join("testdata", "nft-"+tc.name+".golden"), got, "Compile("+tc.name+", nftables)")
 		})
 	}
 }

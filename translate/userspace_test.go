@@ -6,7 +6,6 @@ import (
 
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -52,20 +51,7 @@ func TestCompileUserspaceGolden(t *testing.T) {
 	for _, tc := range userspaceGoldenCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			got := compileUserspaceText(t, tc.st, tc.opts...)
-			path := filepath.Join("testdata", "us-"+tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("reading golden file (run go test -update to create it): %v", err)
-			}
-			if diff := cmp.Diff(string(want), got); diff != "" {
-				t.Errorf("Compile(%s, ModeUserspace) text mismatch (-want +got):\n%s", tc.name, diff)
-			}
+			checkGolden(t, filepath.Join("testdata", "us-"+tc.name+".golden"), got, "Compile("+tc.name+", ModeUserspace)")
 		})
 	}
 }
