@@ -1,7 +1,9 @@
 package translate
 
 import (
+	"github.com/svcplan/svcplan/ipset"
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
 	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/userspace"
 )
@@ -34,6 +36,14 @@ type Plan struct {
 	// Userspace is the userspace proxy's listeners (ModeUserspace), both
 	// families in one plan, IPv4 first; nil in the other modes.
 	Userspace *userspace.Plan
+	// IPSets are the ipsets of ModeIPVS, both families in one plan (IPv6
+	// sets are named "KUBE-6-..."); nil in the other modes. In ModeIPVS
+	// the IPTables plans hold the fixed rules that match these sets.
+	IPSets *ipset.Plan
+	// IPVS is the IPVS virtual servers and the addresses of the dummy
+	// interface (ModeIPVS), both families in one plan; nil in the other
+	// modes.
+	IPVS *ipvs.Plan
 }
 
 // DefaultLargeClusterThreshold is the number of endpoints (in one family)
