@@ -40,6 +40,11 @@ install_tools() {
 
 if [ "$(id -u)" -eq 0 ]; then
 	install_tools
+	# The VM tier (internal/vmtest) boots a Debian cloud kernel in qemu; its
+	# kernel and base initramfs are cached between runs in
+	# ${SVCPLAN_VM_CACHE:-/var/cache/svcplan-vm}.
+	log "preparing VM assets"
+	hack/vm-assets.sh
 	export SVCPLAN_REQUIRE_KERNEL="${SVCPLAN_REQUIRE_KERNEL:-1}"
 	export SVCPLAN_REQUIRE_VM="${SVCPLAN_REQUIRE_VM:-1}"
 else
@@ -58,5 +63,7 @@ log "go vet"
 go vet ./...
 
 log "go test -race"
+# The VM tests run whole test binaries under software emulation, so the
+# per-binary timeout is longer than go test's 10 minutes.
 # shellcheck disable=SC2086
-go test -race -count=1 ${SVCPLAN_TEST_FLAGS:-} ./...
+go test -race -count=1 -timeout 45m ${SVCPLAN_TEST_FLAGS:-} ./...
