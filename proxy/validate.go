@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // The kinds of problem [State.Validate] reports. Every [FieldError] wraps
@@ -64,6 +66,89 @@ func (s *State) Validate() error {
 	if s == nil {
 		return nil
 	}
+	if len(s.Services) >= 2*minValidateChunk && runtime.GOMAXPROCS(0) > 1 && s.validInParallel() {
+		return nil
+	}
+	return s.validate()
+}
+
+// minValidateChunk is the fewest services worth validating on a
+// goroutine of their own.
+const minValidateChunk = 1024
+
+// validInParallel reports whether s is valid, checking chunks of its
+// services on several goroutines and then the values that must be unique
+// across chunks. It builds no messages: when it finds any problem, the
+// caller validates again serially to report every problem in order.
+func (s *State) validInParallel() bool {
+	n := len(s.Services)
+	par := max(1, min(runtime.GOMAXPROCS(0), n/minValidateChunk))
+	vs := make([]validator, par)
+	seen := make([]map[[2]string]bool, par)
+	var wg sync.WaitGroup
+	for k := range par {
+		lo, hi := n*k/par, n*(k+1)/par
+		wg.Go(func() {
+			v := newValidator(hi - lo)
+			v.config(&s.Config)
+			if k == 0 {
+				v.node(&s.Node)
+			}
+			names := make(map[[2]string]bool, hi-lo)
+			for i := lo; i < hi; i++ {
+				svc := &s.Services[i]
+				id := [2]string{svc.Namespace, svc.Name}
+				if names[id] {
+					v.errs = append(v.errs, ErrDuplicate)
+				}
+				names[id] = true
+				v.service("services[?]", svc)
+				if len(v.errs) > 0 {
+					break
+				}
+			}
+			vs[k], seen[k] = v, names
+		})
+	}
+	wg.Wait()
+	for k := range vs {
+		if len(vs[k].errs) > 0 {
+			return false
+		}
+	}
+	for k := 1; k < par; k++ {
+		if !mergeUnique(seen[0], seen[k]) || !mergeUnique(vs[0].clusterIPs, vs[k].clusterIPs) ||
+			!mergeUnique(vs[0].nodePorts, vs[k].nodePorts) {
+			return false
+		}
+	}
+	return true
+}
+
+// mergeUnique adds the keys of from to into and reports whether none was
+// there already.
+func mergeUnique[K comparable, V any](into, from map[K]V) bool {
+	for k, v := range from {
+		if _, dup := into[k]; dup {
+			return false
+		}
+		into[k] = v
+	}
+	return true
+}
+
+func newValidator(services int) validator {
+	return validator{
+		clusterIPs: make(map[netip.Addr]string, services),
+		nodePorts:  make(map[nodePortKey]string),
+		known:      make(map[string]bool),
+		portNames:  make(map[string]string),
+		numbers:    make(map[nodePortKey]string),
+	}
+}
+
+// validate is Validate on one goroutine, reporting every problem.
+func (s *State) validate() error {
 	v := validator{
 		clusterIPs: make(map[netip.Addr]string, len(s.Services)),
 		nodePorts:  make(map[nodePortKey]string),

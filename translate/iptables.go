@@ -45,6 +45,9 @@ type family struct {
 	recentMask string
 	// ports are the service ports to program, in plan order.
 	ports []portRef
+	// svcs are the indexes in st.Services of the services of the family,
+	// in plan order.
+	svcs []int32
 }
 
 // portRef is one service port to program in one family.
@@ -54,10 +57,21 @@ type portRef struct {
 	clusterIP netip.Addr
 	// bound is an upper bound on the number of nat chains the port needs.
 	bound int
+	// svcIdx is the index of svc in the State's Services.
+	svcIdx int32
+	// eps is the number of endpoints counted for large cluster mode
+	// (iptables only).
+	eps int32
 }
 
 // compileFamily compiles the iptables plan of one family.
 func compileFamily(st *proxy.State, ipv6 bool, o *options) (*iptables.Plan, error) {
+	return compileFamilyTraced(st, ipv6, o, nil)
+}
+
+// compileFamilyTraced is compileFamily that, when tr is not nil, also
+// records in tr where each service port's output sits in the plan.
+func compileFamilyTraced(st *proxy.State, ipv6 bool, o *options, tr *famTrace) (*iptables.Plan, error) {
 	f := newFamily(st, ipv6, o)
 	shards := f.split()
 	total := 0
@@ -72,29 +86,45 @@ func compileFamily(st *proxy.State, ipv6 bool, o *options) (*iptables.Plan, erro
 	off := 4
 	for i, sh := range shards {
 		workers[i] = newWorker(f, sh, nat[off:off+sh.bound:off+sh.bound])
+		workers[i].marking = tr != nil
 		off += sh.bound
 	}
 	runWorkers(workers)
 	n := 4
+	var fragBase [numFrags]int32
+	port := 0
 	for _, w := range workers {
 		if w.err != nil {
 			return nil, w.err
+		}
+		if tr != nil {
+			tr.iptWorker(w, int32(n), &fragBase, port)
+			port += len(w.ports)
 		}
 		n += copy(nat[n:], w.out[:w.n])
 	}
 	clear(nat[n:])
 	nat = nat[:n]
-	filter, err := f.filterChains(workers)
+	filter, err := f.filterChains(workerFrags(workers))
 	if err != nil {
 		return nil, err
 	}
-	fixed, err := f.natChains(workers)
+	fixed, err := f.natChains(workerFrags(workers))
 	if err != nil {
 		return nil, err
 	}
 	copy(nat, fixed)
+	p := f.plan(filter, nat)
+	if tr != nil {
+		tr.large, tr.ports, tr.order = f.large, f.ports, f.svcs
+	}
+	return p, nil
+}
+
+// plan returns the family's plan with the given tables.
+func (f *family) plan(filter, nat []iptables.Chain) *iptables.Plan {
 	fam := iptables.IPv4
-	if ipv6 {
+	if f.ipv6 {
 		fam = iptables.IPv6
 	}
 	return &iptables.Plan{
@@ -104,13 +134,36 @@ func compileFamily(st *proxy.State, ipv6 bool, o *options) (*iptables.Plan, erro
 			{Table: iptables.TableNAT, Chains: nat},
 		},
 		Jumps: f.jumps(),
-	}, nil
+	}
 }
 
 // newFamily collects the service ports of one family in plan order:
 // services sorted by namespace and name, ports in their order. Services
 // without a cluster IP of the family are left out, as kube-proxy does.
 func newFamily(st *proxy.State, ipv6 bool, o *options) *family {
+	f := newFamilyBase(st, ipv6, o)
+	f.svcs = sortedServices(st, ipv6)
+	nports := 0
+	for _, i := range f.svcs {
+		nports += len(st.Services[i].Ports)
+	}
+	f.ports = make([]portRef, 0, nports)
+	endpoints, most := 0, 1
+	for _, i := range f.svcs {
+		f.ports = f.appendPorts(f.ports, i)
+	}
+	for i := range f.ports {
+		endpoints += int(f.ports[i].eps)
+		most = max(most, int(f.ports[i].eps))
+	}
+	f.large = endpoints > o.largeClusterThreshold
+	f.setProbabilities(most)
+	return f
+}
+
+// newFamilyBase returns the family with what every service port depends
+// on, and no ports.
+func newFamilyBase(st *proxy.State, ipv6 bool, o *options) *family {
 	f := &family{st: st, ipv6: ipv6, opts: o, recentMask: "255.255.255.255"}
 	if ipv6 {
 		f.recentMask = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
@@ -118,30 +171,27 @@ func newFamily(st *proxy.State, ipv6 bool, o *options) *family {
 	f.mark = fmt.Sprintf("%#08x", st.Config.Mark())
 	f.cidr, f.hasCIDR = st.Config.ClusterCIDR(ipv6)
 	f.nodeIP, _ = familyAddr(st.Node.IPs, ipv6)
-	svcs := sortedServices(st, ipv6)
-	nports := 0
-	for _, i := range svcs {
-		nports += len(st.Services[i].Ports)
+	return f
+}
+
+// appendPorts appends the ports of service i of the state to ports.
+func (f *family) appendPorts(ports []portRef, i int32) []portRef {
+	svc := &f.st.Services[i]
+	cip, _ := familyAddr(svc.ClusterIPs, f.ipv6)
+	for j := range svc.Ports {
+		p := &svc.Ports[j]
+		n := countEndpoints(svc, p, f.ipv6)
+		ports = append(ports, portRef{svc: svc, port: p, clusterIP: cip, bound: f.chainBound(svc, p) + n, svcIdx: i, eps: int32(n)})
 	}
-	f.ports = make([]portRef, 0, nports)
-	endpoints, most := 0, 1
-	for _, i := range svcs {
-		svc := &st.Services[i]
-		cip, _ := familyAddr(svc.ClusterIPs, ipv6)
-		for j := range svc.Ports {
-			p := &svc.Ports[j]
-			n := countEndpoints(svc, p, ipv6)
-			endpoints += n
-			most = max(most, n)
-			f.ports = append(f.ports, portRef{svc: svc, port: p, clusterIP: cip, bound: f.chainBound(svc, p) + n})
-		}
-	}
-	f.large = endpoints > o.largeClusterThreshold
+	return ports
+}
+
+// setProbabilities makes the probabilities 1/n for n up to most.
+func (f *family) setProbabilities(most int) {
 	f.probs = make([]string, most+1)
 	for n := 1; n <= most; n++ {
 		f.probs[n] = formatProbability(n)
 	}
-	return f
 }
 
 // sortedServices returns the indexes of the services of st that have a

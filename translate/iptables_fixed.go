@@ -8,38 +8,58 @@ import (
 )
 
 // filterChains returns the filter table: the dispatch chains with the
-// workers' rules, KUBE-FORWARD, and (IPv4) kubelet's KUBE-FIREWALL, in
-// kube-proxy's order.
-func (f *family) filterChains(ws []*worker) ([]iptables.Chain, error) {
+// service ports' rules from src, KUBE-FORWARD, and (IPv4) kubelet's
+// KUBE-FIREWALL, in kube-proxy's order.
+func (f *family) filterChains(src fragSource) ([]iptables.Chain, error) {
 	specs := []chainSpec{
-		{name: chainServices, frag: func(w *worker) []byte { return w.filServices }},
-		{name: chainExternalServices, frag: func(w *worker) []byte { return w.filExternal }},
-		{name: chainForward, tail: f.forwardRules()},
-		{name: chainNodePorts, frag: func(w *worker) []byte { return w.filNodePorts }},
-		{name: chainProxyFirewall, frag: func(w *worker) []byte { return w.filFirewall }},
+		{name: chainServices, frag: fragFilServices},
+		{name: chainExternalServices, frag: fragFilExternal},
+		{name: chainForward, frag: noFrag, tail: f.forwardRules()},
+		{name: chainNodePorts, frag: fragFilNodePorts},
+		{name: chainProxyFirewall, frag: fragFilFirewall},
 	}
 	if !f.ipv6 {
-		specs = append(specs, chainSpec{name: chainKubeletFirewall, tail: []string{
+		specs = append(specs, chainSpec{name: chainKubeletFirewall, frag: noFrag, tail: []string{
 			`-m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
 		}})
 	}
-	return gatherAll(specs, ws)
+	return gatherAll(specs, src)
 }
 
 // natChains returns the nat table's fixed chains: KUBE-SERVICES (the
-// workers' rules, then the jump to KUBE-NODEPORTS), KUBE-NODEPORTS,
-// KUBE-POSTROUTING and KUBE-MARK-MASQ.
-func (f *family) natChains(ws []*worker) ([]iptables.Chain, error) {
+// service ports' rules from src, then the jump to KUBE-NODEPORTS),
+// KUBE-NODEPORTS, KUBE-POSTROUTING and KUBE-MARK-MASQ.
+func (f *family) natChains(src fragSource) ([]iptables.Chain, error) {
 	return gatherAll([]chainSpec{
-		{name: chainServices, frag: func(w *worker) []byte { return w.natServices }, tail: f.nodePortJumps()},
-		{name: chainNodePorts, frag: func(w *worker) []byte { return w.natNodePorts }},
-		{name: chainPostrouting, tail: []string{
+		{name: chainServices, frag: fragNatServices, tail: f.nodePortJumps()},
+		{name: chainNodePorts, frag: fragNatNodePorts},
+		{name: chainPostrouting, frag: noFrag, tail: []string{
 			"-m mark ! --mark " + f.mark + "/" + f.mark + " -j RETURN",
 			"-j MARK --xor-mark " + f.mark,
 			`-m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE --random-fully`,
 		}},
-		{name: chainMarkMasq, tail: []string{"-j MARK --or-mark " + f.mark}},
-	}, ws)
+		{name: chainMarkMasq, frag: noFrag, tail: []string{"-j MARK --or-mark " + f.mark}},
+	}, src)
+}
+
+// fragPlace returns where the chain holding fragment kind k sits in a
+// plan made by compileFamily: its table (0 filter, 1 nat) and its index
+// there.
+func fragPlace(k int) (table, chain int) {
+	switch k {
+	case fragNatServices:
+		return 1, 0
+	case fragNatNodePorts:
+		return 1, 1
+	case fragFilServices:
+		return 0, 0
+	case fragFilExternal:
+		return 0, 1
+	case fragFilNodePorts:
+		return 0, 3
+	default: // fragFilFirewall
+		return 0, 4
+	}
 }
 
 // forwardRules returns the rules of KUBE-FORWARD.
@@ -54,34 +74,60 @@ func (f *family) forwardRules() []string {
 	)
 }
 
-// chainSpec describes a fixed chain: the workers' rules for it (in shard
-// order), then rules of its own.
+// noFrag marks a fixed chain without service port rules.
+const noFrag = -1
+
+// chainSpec describes a fixed chain: the service ports' rules for it (the
+// fragment kind, or noFrag), then rules of its own.
 type chainSpec struct {
 	name string
-	// frag returns a worker's rules for the chain; nil means none.
-	frag func(*worker) []byte
+	frag int
 	tail []string
 }
 
+// fragSource gives the service ports' rules for the dispatch chains, in
+// plan order: the workers' of a full compile, or the spliced ones of an
+// incremental compile.
+type fragSource interface {
+	// fragLen returns the length of the rules of kind k.
+	fragLen(k int) int
+	// writeFrag writes the rules of kind k to sb.
+	writeFrag(k int, sb *strings.Builder)
+}
+
+// workerFrags is the fragments of a full compile's workers, in shard
+// order.
+type workerFrags []*worker
+
+func (ws workerFrags) fragLen(k int) int {
+	n := 0
+	for _, w := range ws {
+		n += len(w.frags[k])
+	}
+	return n
+}
+
+func (ws workerFrags) writeFrag(k int, sb *strings.Builder) {
+	for _, w := range ws {
+		sb.Write(w.frags[k])
+	}
+}
+
 // gatherAll builds the chains of specs, each with a single allocation.
-func gatherAll(specs []chainSpec, ws []*worker) ([]iptables.Chain, error) {
+func gatherAll(specs []chainSpec, src fragSource) ([]iptables.Chain, error) {
 	out := make([]iptables.Chain, len(specs))
 	for i, sp := range specs {
 		n := 0
-		if sp.frag != nil {
-			for _, w := range ws {
-				n += len(sp.frag(w))
-			}
+		if sp.frag != noFrag {
+			n += src.fragLen(sp.frag)
 		}
 		for _, t := range sp.tail {
 			n += len(t) + 1
 		}
 		var sb strings.Builder
 		sb.Grow(n)
-		if sp.frag != nil {
-			for _, w := range ws {
-				sb.Write(sp.frag(w))
-			}
+		if sp.frag != noFrag {
+			src.writeFrag(sp.frag, &sb)
 		}
 		for _, t := range sp.tail {
 			sb.WriteString(t)

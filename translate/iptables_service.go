@@ -23,9 +23,13 @@ type worker struct {
 	// arena holds the names and bodies of the worker's chains.
 	arena arena
 
-	// Rules for the dispatch chains, as text.
-	natServices, natNodePorts                           []byte
-	filServices, filExternal, filNodePorts, filFirewall []byte
+	// frags are the rules for the dispatch chains, as text, indexed by
+	// the frag constants.
+	frags [numFrags][]byte
+	// marking asks run to record in marks where each port's output ends,
+	// for the incremental Compiler.
+	marking bool
+	marks   []iptMark
 
 	// Scratch buffers, reused from port to port.
 	sel   proxy.Selector
@@ -58,19 +62,47 @@ type epRef struct {
 func newWorker(f *family, sh shard, out []iptables.Chain) *worker {
 	w := &worker{f: f, ports: sh.ports, out: out}
 	w.arena.chunk = min(256<<10, max(4<<10, 200*sh.bound))
-	w.natServices = make([]byte, 0, 160*len(sh.ports))
+	w.frags[fragNatServices] = make([]byte, 0, 160*len(sh.ports))
 	return w
 }
 
 // run compiles the shard's ports, stopping at the first error.
 func (w *worker) run() {
+	if w.marking {
+		w.marks = make([]iptMark, 0, len(w.ports))
+	}
 	for i := range w.ports {
 		if err := w.port(&w.ports[i]); err != nil {
 			w.err = err
 			return
 		}
+		if w.marking {
+			m := iptMark{n: int32(w.n)}
+			for k := range w.frags {
+				m.frags[k] = int32(len(w.frags[k]))
+			}
+			w.marks = append(w.marks, m)
+		}
 	}
 }
+
+// iptMark is where a worker's output stood after one port: its chain
+// count and the lengths of its fragments.
+type iptMark struct {
+	n     int32
+	frags [numFrags]int32
+}
+
+// The fragments a service port adds to the dispatch chains.
+const (
+	fragNatServices = iota
+	fragNatNodePorts
+	fragFilServices
+	fragFilExternal
+	fragFilNodePorts
+	fragFilFirewall
+	numFrags
+)
 
 // decision is what kube-proxy decides for one service port before writing
 // its rules; the names follow syncProxyRules.
@@ -211,48 +243,48 @@ func countPrefixes(ps []netip.Prefix, ipv6 bool) int {
 func (w *worker) dispatch(pr *portRef, d *decision) {
 	svc, port, ipv6 := pr.svc, pr.port, w.f.ipv6
 	if d.hasInternal {
-		b := w.comment(w.natServices, "", " cluster IP")
+		b := w.comment(w.frags[fragNatServices], "", " cluster IP")
 		b = w.dst(b, pr.clusterIP, port.Port)
-		w.natServices = w.jumpHash(b, internalPrefix(d))
+		w.frags[fragNatServices] = w.jumpHash(b, internalPrefix(d))
 	} else {
-		b := w.comment(w.filServices, "", d.intComment)
+		b := w.comment(w.frags[fragFilServices], "", d.intComment)
 		b = w.dst(b, pr.clusterIP, port.Port)
-		w.filServices = jump(b, d.intTarget)
+		w.frags[fragFilServices] = jump(b, d.intTarget)
 	}
 	for _, ip := range svc.ExternalIPs {
 		if !ofFamily(ip, ipv6) {
 			continue
 		}
 		if d.hasEndpoints {
-			b := w.comment(w.natServices, "", " external IP")
+			b := w.comment(w.frags[fragNatServices], "", " external IP")
 			b = w.dst(b, ip, port.Port)
-			w.natServices = w.jumpHash(b, PrefixServiceExternal)
+			w.frags[fragNatServices] = w.jumpHash(b, PrefixServiceExternal)
 		}
 		if !d.hasExternal {
-			b := w.comment(w.filExternal, "", d.extComment)
+			b := w.comment(w.frags[fragFilExternal], "", d.extComment)
 			b = w.dst(b, ip, port.Port)
-			w.filExternal = jump(b, d.extTarget)
+			w.frags[fragFilExternal] = jump(b, d.extTarget)
 		}
 	}
 	w.dispatchLB(pr, d)
 	if port.NodePort != 0 {
 		if d.hasEndpoints {
-			b := w.commentBare(w.natNodePorts)
+			b := w.commentBare(w.frags[fragNatNodePorts])
 			b = w.dport(b, port.NodePort)
-			w.natNodePorts = w.jumpHash(b, PrefixServiceExternal)
+			w.frags[fragNatNodePorts] = w.jumpHash(b, PrefixServiceExternal)
 		}
 		if !d.hasExternal {
-			b := w.comment(w.filExternal, "", d.extComment)
+			b := w.comment(w.frags[fragFilExternal], "", d.extComment)
 			b = append(b, "-m addrtype --dst-type LOCAL "...)
 			b = w.dport(b, port.NodePort)
-			w.filExternal = jump(b, d.extTarget)
+			w.frags[fragFilExternal] = jump(b, d.extTarget)
 		}
 	}
 	if hc := svc.HealthCheckNodePort; hc != 0 {
-		b := w.comment(w.filNodePorts, "", " health check node port")
+		b := w.comment(w.frags[fragFilNodePorts], "", " health check node port")
 		b = append(b, "-m tcp -p tcp --dport "...)
 		b = strconv.AppendInt(b, int64(hc), 10)
-		w.filNodePorts = jump(append(b, ' '), "ACCEPT")
+		w.frags[fragFilNodePorts] = jump(append(b, ' '), "ACCEPT")
 	}
 }
 
@@ -268,18 +300,18 @@ func (w *worker) dispatchLB(pr *portRef, d *decision) {
 			continue
 		}
 		if d.hasEndpoints {
-			b := w.comment(w.natServices, "", " loadbalancer IP")
+			b := w.comment(w.frags[fragNatServices], "", " loadbalancer IP")
 			b = w.dst(b, ip, port.Port)
-			w.natServices = w.jumpHash(b, lbPrefix)
+			w.frags[fragNatServices] = w.jumpHash(b, lbPrefix)
 		}
 		if d.usesFW {
-			b := append(w.filFirewall, `-m comment --comment "`...)
+			b := append(w.frags[fragFilFirewall], `-m comment --comment "`...)
 			b = append(b, w.spn...)
 			b = append(b, " traffic not accepted by "+PrefixServiceFirewall...)
 			b = append(b, w.hash[:]...)
 			b = append(b, `" `...)
 			b = w.dst(b, ip, port.Port)
-			w.filFirewall = jump(b, "DROP")
+			w.frags[fragFilFirewall] = jump(b, "DROP")
 		}
 	}
 	if d.hasExternal {
@@ -287,9 +319,9 @@ func (w *worker) dispatchLB(pr *portRef, d *decision) {
 	}
 	for _, ip := range svc.LoadBalancerIPs {
 		if ofFamily(ip, ipv6) {
-			b := w.comment(w.filExternal, "", d.extComment)
+			b := w.comment(w.frags[fragFilExternal], "", d.extComment)
 			b = w.dst(b, ip, port.Port)
-			w.filExternal = jump(b, d.extTarget)
+			w.frags[fragFilExternal] = jump(b, d.extTarget)
 		}
 	}
 }

@@ -69,6 +69,9 @@ type nftFamily struct {
 	nodeIP netip.Addr
 	// ports are the service ports to program, in plan order.
 	ports []portRef
+	// svcs are the indexes in st.Services of the services of the family,
+	// in plan order.
+	svcs []int32
 }
 
 // compileNFTables compiles st into one nftables plan per family, in the
@@ -107,6 +110,12 @@ func compileNFTables(st *proxy.State, o *options) ([]*nftables.Plan, error) {
 
 // compileNFTFamily compiles the nftables plan of one family.
 func compileNFTFamily(st *proxy.State, ipv6 bool, o *options) (*nftables.Plan, error) {
+	return compileNFTFamilyTraced(st, ipv6, o, nil)
+}
+
+// compileNFTFamilyTraced is compileNFTFamily that, when tr is not nil,
+// also records in tr where each service port's output sits in the plan.
+func compileNFTFamilyTraced(st *proxy.State, ipv6 bool, o *options, tr *famTrace) (*nftables.Plan, error) {
 	f := newNFTFamily(st, ipv6, o)
 	fixed := f.fixedChains()
 	// The workers write their chains straight into the plan's chains, each
@@ -119,13 +128,22 @@ func compileNFTFamily(st *proxy.State, ipv6 bool, o *options) (*nftables.Plan, e
 	chains := make([]nftables.Chain, total)
 	copy(chains, fixed)
 	workers, windows := f.workers(chains[len(fixed):])
+	for _, w := range workers {
+		w.marking = tr != nil
+	}
 	runNFTWorkers(workers)
 	nchains, nsets := len(fixed), 0
 	var nelems [numElemLists]int
 	mayRepeat := false
+	sets := f.fixedSets()
+	port := 0
 	for _, w := range workers {
 		if w.err != nil {
 			return nil, w.err
+		}
+		if tr != nil {
+			tr.nftWorker(w, int32(nchains), int32(nsets), &nelems, port)
+			port += len(w.ports)
 		}
 		if w.n > 0 && &chains[nchains] != &w.out[0] {
 			copy(chains[nchains:], w.out[:w.n])
@@ -140,7 +158,6 @@ func compileNFTFamily(st *proxy.State, ipv6 bool, o *options) (*nftables.Plan, e
 	p := &nftables.Plan{Table: nftables.Table{Family: f.fam, Comment: "rules for kube-proxy"}}
 	clear(chains[nchains:])
 	p.Chains = chains[:nchains]
-	sets := f.fixedSets()
 	p.Sets = make([]nftables.Set, 0, len(sets)+nsets)
 	for _, s := range sets {
 		if s.list >= 0 && !windowed(s.list) {
@@ -156,20 +173,50 @@ func compileNFTFamily(st *proxy.State, ipv6 bool, o *options) (*nftables.Plan, e
 	for _, w := range workers {
 		p.Sets = append(p.Sets, w.affinity...)
 	}
+	if tr != nil {
+		tr.nftPlan(p, sets, len(fixed), f.ports, f.svcs)
+	}
 	if mayRepeat {
-		for i, s := range sets {
-			if s.list == elemServiceIPs || s.list == elemNoEndpointServices || s.list == elemFirewallIPs {
-				p.Sets[i].Elements = firstOfEachKey(p.Sets[i].Elements)
-			}
-		}
+		dedupSharedKeys(p, sets, tr != nil)
 	}
 	return p, nil
+}
+
+// dedupSharedKeys keeps the first element of each key in the maps whose
+// keys services may share. With keep, the elements are copied first, so
+// that the lists a trace holds stay as the workers made them.
+func dedupSharedKeys(p *nftables.Plan, sets []fixedSet, keep bool) {
+	for i, s := range sets {
+		if s.list == elemServiceIPs || s.list == elemNoEndpointServices || s.list == elemFirewallIPs {
+			es := p.Sets[i].Elements
+			if keep {
+				es = slices.Clone(es)
+			}
+			p.Sets[i].Elements = firstOfEachKey(es)
+		}
+	}
 }
 
 // newNFTFamily collects the service ports of one family in plan order:
 // services sorted by namespace and name, ports in their order; services
 // without a cluster IP of the family are left out, as kube-proxy does.
 func newNFTFamily(st *proxy.State, ipv6 bool, o *options) *nftFamily {
+	f := newNFTFamilyBase(st, ipv6, o)
+	f.svcs = sortedServices(st, ipv6)
+	nports := 0
+	for _, i := range f.svcs {
+		nports += len(st.Services[i].Ports)
+	}
+	f.ports = make([]portRef, 0, nports)
+	for _, i := range f.svcs {
+		f.ports = f.appendPorts(f.ports, i)
+	}
+	return f
+}
+
+// newNFTFamilyBase returns the family with what every service port
+// depends on, and no ports.
+func newNFTFamilyBase(st *proxy.State, ipv6 bool, o *options) *nftFamily {
 	f := &nftFamily{st: st, ipv6: ipv6, opts: o, fam: nftables.IPv4, ipx: "ip"}
 	if ipv6 {
 		f.fam, f.ipx = nftables.IPv6, "ip6"
@@ -177,21 +224,18 @@ func newNFTFamily(st *proxy.State, ipv6 bool, o *options) *nftFamily {
 	f.mark = fmt.Sprintf("%#08x", st.Config.Mark())
 	f.cidr, f.hasCIDR = st.Config.ClusterCIDR(ipv6)
 	f.nodeIP, _ = familyAddr(st.Node.IPs, ipv6)
-	svcs := sortedServices(st, ipv6)
-	nports := 0
-	for _, i := range svcs {
-		nports += len(st.Services[i].Ports)
-	}
-	f.ports = make([]portRef, 0, nports)
-	for _, i := range svcs {
-		svc := &st.Services[i]
-		cip, _ := familyAddr(svc.ClusterIPs, ipv6)
-		for j := range svc.Ports {
-			p := &svc.Ports[j]
-			f.ports = append(f.ports, portRef{svc: svc, port: p, clusterIP: cip, bound: nftChainBound(svc, p, ipv6)})
-		}
-	}
 	return f
+}
+
+// appendPorts appends the ports of service i of the state to ports.
+func (f *nftFamily) appendPorts(ports []portRef, i int32) []portRef {
+	svc := &f.st.Services[i]
+	cip, _ := familyAddr(svc.ClusterIPs, f.ipv6)
+	for j := range svc.Ports {
+		p := &svc.Ports[j]
+		ports = append(ports, portRef{svc: svc, port: p, clusterIP: cip, bound: nftChainBound(svc, p, f.ipv6), svcIdx: i})
+	}
+	return ports
 }
 
 // nftChainBound returns an upper bound on the number of chains port of

@@ -28,6 +28,10 @@ type nftWorker struct {
 	// sharedKeys reports an element keyed by an external or load balancer
 	// IP, which another service may share.
 	sharedKeys bool
+	// marking asks run to record in marks where each port's output ends,
+	// for the incremental Compiler.
+	marking bool
+	marks   []nftMark
 
 	arena arena
 	sel   proxy.Selector
@@ -93,12 +97,34 @@ func newNFTWorker(f *nftFamily, ports []portRef, out []nftables.Chain) *nftWorke
 
 // run compiles the worker's ports, stopping at the first error.
 func (w *nftWorker) run() {
+	if w.marking {
+		w.marks = make([]nftMark, 0, len(w.ports))
+	}
 	for i := range w.ports {
+		shared := w.sharedKeys
+		w.sharedKeys = false
 		if err := w.port(&w.ports[i]); err != nil {
 			w.err = err
 			return
 		}
+		if w.marking {
+			m := nftMark{n: int32(w.n), affinity: int32(len(w.affinity)), shared: w.sharedKeys}
+			for k := range w.elems {
+				m.elems[k] = int32(len(w.elems[k]))
+			}
+			w.marks = append(w.marks, m)
+		}
+		w.sharedKeys = w.sharedKeys || shared
 	}
+}
+
+// nftMark is where an nftables worker's output stood after one port: its
+// chain, element and affinity set counts, and whether the port added an
+// element with a shared key.
+type nftMark struct {
+	n, affinity int32
+	elems       [numElemLists]int32
+	shared      bool
 }
 
 // port compiles one service port.
