@@ -3,8 +3,12 @@
 package userspace
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"time"
 )
 
 // nsHandle is an open network namespace; there are none off Linux.
@@ -17,5 +21,9 @@ func openNetNS(path string) (*nsHandle, error) {
 }
 
 func (n *nsHandle) do(fn func() error) error { return errNoNetNS }
+
+func (n *nsHandle) dialTCP(ctx context.Context, to netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+	return nil, errNoNetNS
+}
 
 func (n *nsHandle) close() error { return nil }

@@ -87,6 +87,9 @@ func (l *listener) dialBackend(client netip.Addr) *net.TCPConn {
 
 // dialTCP connects to be within timeout, in the proxy's namespace.
 func (p *Proxy) dialTCP(be netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+	if p.ns != nil && be.Addr().Zone() == "" {
+		return p.ns.dialTCP(p.ctx, be, timeout)
+	}
 	d := net.Dialer{Timeout: timeout}
 	var c net.Conn
 	err := p.inNetNS(func() error {
