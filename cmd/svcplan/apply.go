@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/proxier"
+	"github.com/svcplan/svcplan/translate"
 )
 
 // applyFlags are the flags apply and cleanup share.
@@ -13,36 +21,60 @@ type applyFlags struct {
 	backend string
 }
 
-func (a *applyFlags) register(in *inputFlags, fs interface {
+func (a *applyFlags) register(fs interface {
 	StringVar(p *string, name, value, usage string)
 }) {
 	fs.StringVar(&a.netns, "netns", "", "`path` of the network namespace to program (e.g. /var/run/netns/NAME); default: this process's")
 	fs.StringVar(&a.backend, "iptables-backend", "", "iptables `backend`: nft or legacy; default: what the iptables command uses")
 }
 
-func (a *applyFlags) options() ([]iptables.Option, error) {
-	var opts []iptables.Option
+// options returns the proxier's options for the flags.
+func (a *applyFlags) options(e *env) ([]proxier.Option, error) {
+	opts := []proxier.Option{proxier.WithLogger(slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))}
 	if a.netns != "" {
 		if _, err := os.Stat(a.netns); err != nil {
 			return nil, fmt.Errorf("--netns: %w", err)
 		}
-		opts = append(opts, iptables.WithNetNS(a.netns))
+		opts = append(opts, proxier.WithNetNS(a.netns))
 	}
 	switch iptables.Backend(a.backend) {
 	case iptables.BackendAuto, iptables.BackendNFT, iptables.BackendLegacy:
-		opts = append(opts, iptables.WithBackend(iptables.Backend(a.backend)))
+		opts = append(opts, proxier.WithIPTablesOptions(iptables.WithBackend(iptables.Backend(a.backend))))
 	default:
 		return nil, fmt.Errorf("--iptables-backend %q: want nft or legacy", a.backend)
 	}
 	return opts, nil
 }
 
+// proxierFor checks the mode and makes a proxier for it.
+func proxierFor(mode string, opts []proxier.Option) (*proxier.Proxier, error) {
+	switch translate.Mode(mode) {
+	case translate.ModeIPTables, translate.ModeNFTables, translate.ModeUserspace:
+	case translate.ModeIPVS:
+		return nil, fmt.Errorf("--mode %s: not implemented yet (iptables, nftables and userspace are)", mode)
+	default:
+		return nil, fmt.Errorf("--mode %q: unknown; want iptables, ipvs, nftables or userspace", mode)
+	}
+	if err := canApply(); err != nil {
+		return nil, err
+	}
+	p, err := proxier.New(translate.Mode(mode), opts...)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// apply makes the kernel match the plan through the proxier. In
+// userspace mode the proxy runs in the foreground until SIGINT or
+// SIGTERM, and its portal rules are removed when it stops, since they
+// would lead nowhere without it.
 func (e *env) apply(args []string) error {
 	var in inputFlags
 	var af applyFlags
-	fs := e.newFlagSet("apply", "apply --mode iptables [-f FILE] [--node NAME] [--netns PATH]")
+	fs := e.newFlagSet("apply", "apply --mode iptables|nftables|userspace [-f FILE] [--node NAME] [--netns PATH]")
 	in.register(fs, true)
-	af.register(&in, fs)
+	af.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -53,56 +85,94 @@ func (e *env) apply(args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := compile(st, in.mode)
+	opts, err := af.options(e)
 	if err != nil {
 		return err
 	}
-	opts, err := af.options()
+	p, err := proxierFor(in.mode, opts)
 	if err != nil {
 		return err
 	}
-	for _, ip := range p.IPTables {
-		k, err := newApplier(ip.FamilyOrDefault(), opts...)
-		if err != nil {
-			return err
-		}
-		if err := k.Apply(e.ctx, ip); err != nil {
-			return fmt.Errorf("applying %s rules: %w", ip.FamilyOrDefault(), err)
-		}
+	if err := p.Sync(e.ctx, st); err != nil {
+		return explainApply(err)
+	}
+	e.printApplied(p.Plan())
+	if p.Mode() != translate.ModeUserspace {
+		return nil
+	}
+	return e.runUserspace(p)
+}
+
+// runUserspace keeps the userspace proxy running until a signal, then
+// removes its rules and closes it.
+func (e *env) runUserspace(p *proxier.Proxier) error {
+	ctx, stop := signal.NotifyContext(e.ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Fprintln(e.stdout, "userspace proxy running; stop it with Ctrl-C (SIGINT) or SIGTERM")
+	<-ctx.Done()
+	done, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := errors.Join(p.Cleanup(done), p.Close(done))
+	if err == nil {
+		fmt.Fprintln(e.stdout, "userspace proxy stopped; its rules are removed")
+	}
+	return err
+}
+
+func (e *env) printApplied(plan *translate.Plan) {
+	if plan.Userspace != nil {
+		fmt.Fprintf(e.stdout, "applied userspace: %d listeners\n", len(plan.Userspace.Listeners))
+	}
+	for _, ip := range plan.IPTables {
 		rules := 0
 		for _, ts := range ip.Stats() {
 			rules += ts.Rules
 		}
 		fmt.Fprintf(e.stdout, "applied %s: %d rules\n", ip.FamilyOrDefault(), rules)
 	}
-	return nil
+	for _, np := range plan.NFTables {
+		rules, elems := 0, 0
+		for i := range np.Chains {
+			rules += np.Chains[i].RuleCount()
+		}
+		for i := range np.Sets {
+			elems += len(np.Sets[i].Elements)
+		}
+		fmt.Fprintf(e.stdout, "applied %s table %s: %d chains, %d rules, %d sets, %d elements\n",
+			np.FamilyOrDefault(), np.TableName(), len(np.Chains), rules, len(np.Sets), elems)
+	}
 }
 
+// explainApply adds a hint to an error a user can fix.
+func explainApply(err error) error {
+	if errors.Is(err, iptables.ErrToolMissing) {
+		return fmt.Errorf("%w; install the iptables package (apt-get install iptables)", err)
+	}
+	return err
+}
+
+// cleanup removes what every mode creates, as kube-proxy --cleanup does;
+// --mode only names the proxier that does it.
 func (e *env) cleanup(args []string) error {
 	var in inputFlags
 	var af applyFlags
-	fs := e.newFlagSet("cleanup", "cleanup --mode iptables [--netns PATH]")
-	fs.StringVar(&in.mode, "mode", "iptables", "proxy `mode` whose objects to remove")
-	af.register(&in, fs)
+	fs := e.newFlagSet("cleanup", "cleanup [--mode M] [--netns PATH]")
+	fs.StringVar(&in.mode, "mode", "iptables", "proxy `mode` of the proxier that cleans up; every mode's objects are removed whatever it is")
+	af.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if in.mode != "iptables" {
-		return fmt.Errorf("--mode %s: cleanup of this mode is not implemented yet (only iptables is)", in.mode)
-	}
-	opts, err := af.options()
+	opts, err := af.options(e)
 	if err != nil {
 		return err
 	}
-	for _, fam := range []iptables.Family{iptables.IPv4, iptables.IPv6} {
-		k, err := newApplier(fam, opts...)
-		if err != nil {
-			return err
-		}
-		if err := k.Cleanup(e.ctx); err != nil {
-			return fmt.Errorf("cleaning up %s rules: %w", fam, err)
-		}
-		fmt.Fprintf(e.stdout, "removed svcplan's %s rules\n", fam)
+	p, err := proxierFor(in.mode, opts)
+	if err != nil {
+		return err
 	}
+	if err := p.Cleanup(e.ctx); err != nil {
+		return explainApply(err)
+	}
+	fmt.Fprintln(e.stdout, "removed svcplan's iptables chains (ipv4, ipv6) and nftables tables")
 	return nil
 }

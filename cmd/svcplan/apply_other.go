@@ -2,12 +2,8 @@
 
 package main
 
-import (
-	"fmt"
+import "errors"
 
-	"github.com/svcplan/svcplan/iptables"
-)
-
-func newApplier(fam iptables.Family, _ ...iptables.Option) (iptables.Applier, error) {
-	return nil, fmt.Errorf("applying %s rules needs Linux; use 'svcplan plan' for a dry run", fam)
+func canApply() error {
+	return errors.New("applying rules needs Linux; use 'svcplan plan' for a dry run")
 }
