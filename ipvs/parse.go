@@ -16,12 +16,12 @@ var ErrSaveSyntax = errors.New("ipvsadm save syntax")
 // ParseSave reads "ipvsadm -S -n" output (or [Plan.WriteTo] output) into
 // a Plan's virtual servers, sorted (see [Plan.Sort]); Interface and
 // Addresses stay empty. It knows what [Plan.WriteTo] writes: -A with -t,
-// -u or --sctp-service, -s (absent, ipvsadm's default wlc) and -p (and -M when it is the full-length
-// netmask), and -a with -r, -m and -w. Anything else — fwmark services,
-// other forwarding methods, scheduler flags, persistence engines,
-// one-packet scheduling, thresholds — is an error naming the line, so that
-// a Plan never silently misses part of what the kernel does. Blank lines
-// and "#" lines are skipped.
+// -u or --sctp-service, -s (absent, ipvsadm's default wlc) and -p (and -M
+// when it is the full-length netmask), and -a with -r, -m and -w.
+// Anything else — fwmark services, other forwarding methods, scheduler
+// flags, persistence engines, one-packet scheduling, thresholds — is an
+// error naming the line, so that a Plan never silently misses part of what
+// the kernel does. Blank lines and "#" lines are skipped.
 func ParseSave(text string) (*Plan, error) {
 	p := &Plan{}
 	index := map[vsKey]int{}

@@ -55,8 +55,24 @@ var ErrNilState = errors.New("nil state")
 // service ports without endpoints and drop what load balancer source
 // ranges exclude, as in iptables mode. See [LocalListenerSuffix] for
 // traffic policies and [WithUserspacePorts] for stable proxy ports; SCTP
-// ports are left out. The other modes return an error wrapping
-// [ErrUnsupportedMode].
+// ports are left out.
+//
+// For [ModeIPVS] the plan holds kube-proxy's IPVS layout (see
+// [WithIPVSScheduler]): in IPVS one virtual server per cluster IP,
+// external IP and load balancer IP and port, and per NodePort on each
+// node address (not loopback or link-local), masquerading (NAT) to the
+// endpoints with weight 1 — under a Local policy the local ones, or the
+// cluster ones when there are none — and to serving terminating
+// endpoints not chosen with weight 0, persistent for ClientIP affinity;
+// the cluster, external and load balancer IPs that are not node addresses
+// bound to kube-ipvs0; in IPSets the seventeen KUBE- sets per family
+// (IPv6 named by [IPVSSetName]); and in IPTables, per family, the fixed
+// rules that match those sets (nat KUBE-SERVICES, KUBE-POSTROUTING,
+// KUBE-NODE-PORT, KUBE-LOAD-BALANCER, KUBE-MARK-MASQ; filter
+// KUBE-FORWARD, KUBE-NODE-PORT, KUBE-PROXY-FIREWALL,
+// KUBE-SOURCE-RANGES-FIREWALL, KUBE-IPVS-FILTER, KUBE-IPVS-OUT-FILTER),
+// whose number does not grow with the number of services. The other
+// modes return an error wrapping [ErrUnsupportedMode].
 func Compile(st *proxy.State, mode Mode, opts ...Option) (*Plan, error) {
 	if st == nil {
 		return nil, fmt.Errorf("compiling: %w", ErrNilState)
@@ -81,6 +97,12 @@ func Compile(st *proxy.State, mode Mode, opts ...Option) (*Plan, error) {
 			return nil, fmt.Errorf("compiling %s plan: %w", mode, err)
 		}
 		return &Plan{Mode: mode, Userspace: us, IPTables: plans}, nil
+	case ModeIPVS:
+		sets, servers, plans, err := compileIPVS(st, &o)
+		if err != nil {
+			return nil, fmt.Errorf("compiling %s plan: %w", mode, err)
+		}
+		return &Plan{Mode: mode, IPSets: sets, IPVS: servers, IPTables: plans}, nil
 	case ModeNFTables:
 		plans, err := compileNFTables(st, &o)
 		if err != nil {

@@ -61,7 +61,7 @@ func TestCompileModes(t *testing.T) {
 		wantErr error
 	}{
 		{ModeIPTables, nil},
-		{ModeIPVS, ErrUnsupportedMode},
+		{ModeIPVS, nil},
 		{ModeNFTables, nil},
 		{ModeUserspace, nil},
 		{"bogus", ErrUnsupportedMode},

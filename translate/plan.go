@@ -61,6 +61,7 @@ type options struct {
 	conntrackTCPLiberal   bool
 	parallelism           int
 	userspace             userspaceOptions
+	ipvs                  ipvsOptions
 }
 
 func defaultOptions() options {

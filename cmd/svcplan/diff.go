@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/svcplan/svcplan/ipset"
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
 	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/translate"
 )
@@ -42,6 +44,10 @@ func (e *env) diff(args []string) error {
 			fmt.Fprintf(e.stdout, "%s %s %s %s%s\n", c.sign, fam, c.table, c.chain, c.detail)
 			changes++
 		}
+	}
+	for _, c := range diffIPVS(plans[0], plans[1]) {
+		fmt.Fprintf(e.stdout, "%s %s%s\n", c.sign, c.chain, c.detail)
+		changes++
 	}
 	if changes == 0 {
 		fmt.Fprintln(e.stdout, "no changes")
@@ -171,6 +177,80 @@ func diffNFT(old, cur *nftables.Plan) []chainChange {
 			if string(ta) != string(tb) {
 				out = append(out, chainChange{sign: "~", chain: "set " + n, detail: fmt.Sprintf(" (%d -> %d elements)", len(a.Elements), len(b.Elements))})
 			}
+		}
+	}
+	return out
+}
+
+// diffIPVS lists the ipsets, virtual servers and dummy interface
+// addresses added, removed and changed from old to cur (IPVS mode).
+func diffIPVS(old, cur *translate.Plan) []chainChange {
+	var out []chainChange
+	oldSets, curSets := old.IPSets, cur.IPSets
+	if oldSets == nil {
+		oldSets = &ipset.Plan{}
+	}
+	if curSets == nil {
+		curSets = &ipset.Plan{}
+	}
+	for _, name := range unionNames(setNames(oldSets), setNames(curSets)) {
+		a, b := oldSets.Set(name), curSets.Set(name)
+		switch {
+		case a == nil:
+			out = append(out, chainChange{sign: "+", chain: "ipset " + name, detail: fmt.Sprintf(" (%d members)", len(b.Entries))})
+		case b == nil:
+			out = append(out, chainChange{sign: "-", chain: "ipset " + name, detail: fmt.Sprintf(" (%d members)", len(a.Entries))})
+		case !a.Equal(b):
+			out = append(out, chainChange{sign: "~", chain: "ipset " + name, detail: fmt.Sprintf(" (%d -> %d members)", len(a.Entries), len(b.Entries))})
+		}
+	}
+	oldVS, curVS := old.IPVS, cur.IPVS
+	if oldVS == nil {
+		oldVS = &ipvs.Plan{}
+	}
+	if curVS == nil {
+		curVS = &ipvs.Plan{}
+	}
+	for _, v := range curVS.VirtualServers {
+		switch o := oldVS.VirtualServer(v.Protocol, v.Addr); {
+		case o == nil:
+			out = append(out, chainChange{sign: "+", chain: fmt.Sprintf("ipvs %s %s", v.Protocol, v.Addr), detail: fmt.Sprintf(" (%d real servers)", len(v.RealServers))})
+		case !o.Equal(&v):
+			out = append(out, chainChange{sign: "~", chain: fmt.Sprintf("ipvs %s %s", v.Protocol, v.Addr), detail: fmt.Sprintf(" (%d -> %d real servers)", len(o.RealServers), len(v.RealServers))})
+		}
+	}
+	for _, v := range oldVS.VirtualServers {
+		if curVS.VirtualServer(v.Protocol, v.Addr) == nil {
+			out = append(out, chainChange{sign: "-", chain: fmt.Sprintf("ipvs %s %s", v.Protocol, v.Addr), detail: fmt.Sprintf(" (%d real servers)", len(v.RealServers))})
+		}
+	}
+	for _, a := range curVS.Addresses {
+		if !slices.Contains(oldVS.Addresses, a) {
+			out = append(out, chainChange{sign: "+", chain: "address " + a.String()})
+		}
+	}
+	for _, a := range oldVS.Addresses {
+		if !slices.Contains(curVS.Addresses, a) {
+			out = append(out, chainChange{sign: "-", chain: "address " + a.String()})
+		}
+	}
+	return out
+}
+
+func setNames(p *ipset.Plan) []string {
+	names := make([]string, len(p.Sets))
+	for i := range p.Sets {
+		names[i] = p.Sets[i].Name
+	}
+	return names
+}
+
+// unionNames returns the names of a, then those of b not in a.
+func unionNames(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
 		}
 	}
 	return out

@@ -64,7 +64,7 @@ func (in *inputFlags) register(fs *flag.FlagSet, withMode bool) {
 	fs.Var(&in.masqueradeBit, "iptables-masquerade-bit", "`bit` of the packet mark used for masquerade (0-31, default 14)")
 	fs.StringVar(&in.nodePortAddresses, "nodeport-addresses", "", "`CIDRs` of node addresses that serve NodePorts, comma-separated")
 	if withMode {
-		fs.StringVar(&in.mode, "mode", "iptables", "proxy `mode`: iptables, nftables or userspace (ipvs to come)")
+		fs.StringVar(&in.mode, "mode", "iptables", "proxy `mode`: iptables, ipvs, nftables or userspace")
 	}
 }
 
@@ -193,9 +193,7 @@ func parsePrefixes(flagName, v string) ([]netip.Prefix, error) {
 // compile compiles st in the chosen mode.
 func compile(st *proxy.State, mode string) (*translate.Plan, error) {
 	switch translate.Mode(mode) {
-	case translate.ModeIPTables, translate.ModeNFTables, translate.ModeUserspace:
-	case translate.ModeIPVS:
-		return nil, fmt.Errorf("--mode %s: not implemented yet (iptables, nftables and userspace are)", mode)
+	case translate.ModeIPTables, translate.ModeIPVS, translate.ModeNFTables, translate.ModeUserspace:
 	default:
 		return nil, fmt.Errorf("--mode %q: unknown; want iptables, ipvs, nftables or userspace", mode)
 	}

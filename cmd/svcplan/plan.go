@@ -6,11 +6,12 @@ import (
 	"strings"
 
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/translate"
 )
 
 func (e *env) plan(args []string) error {
 	var in inputFlags
-	fs := e.newFlagSet("plan", "plan --mode iptables|nftables|userspace [-f FILE] [--node NAME] [--family ipv4|ipv6]")
+	fs := e.newFlagSet("plan", "plan --mode iptables|ipvs|nftables|userspace [-f FILE] [--node NAME] [--family ipv4|ipv6]")
 	in.register(fs, true)
 	family := fs.String("family", "", "print only this `family` (ipv4 or ipv6), as input for iptables-restore or ip6tables-restore")
 	if err := parse(fs, args); err != nil {
@@ -48,6 +49,11 @@ func (e *env) plan(args []string) error {
 			fmt.Fprintln(w, "#", line)
 		}
 	}
+	if p.IPVS != nil && *family == "" {
+		if err := writeIPVS(w, p); err != nil {
+			return err
+		}
+	}
 	for _, ip := range p.IPTables {
 		if *family != "" && string(ip.FamilyOrDefault()) != *family {
 			continue
@@ -64,6 +70,22 @@ func (e *env) plan(args []string) error {
 		}
 	}
 	return w.Flush()
+}
+
+// writeIPVS prints the ipset, ipvsadm and address texts of an IPVS-mode
+// plan, each after a label line naming the tool that reads it.
+func writeIPVS(w *bufio.Writer, p *translate.Plan) error {
+	fmt.Fprintln(w, "# ipset: input for ipset restore")
+	if _, err := p.IPSets.WriteTo(w); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "# ipvsadm: input for ipvsadm -R")
+	if _, err := p.IPVS.WriteTo(w); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "# addresses: input for ip -batch")
+	_, err := w.WriteString(p.IPVS.AddressText())
+	return err
 }
 
 func first(files []string) string {

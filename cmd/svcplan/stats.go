@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"text/tabwriter"
 
+	"github.com/svcplan/svcplan/iptables"
 	"github.com/svcplan/svcplan/proxy"
+	"github.com/svcplan/svcplan/translate"
 )
 
 func (e *env) stats(args []string) error {
@@ -75,7 +77,41 @@ func (e *env) stats(args []string) error {
 	if p.Userspace != nil {
 		fmt.Fprintf(e.stdout, "userspace listeners: %d\n", len(p.Userspace.Listeners))
 	}
+	if p.IPVS != nil {
+		return e.ipvsStats(st, p)
+	}
 	return nil
+}
+
+// ipvsStats prints the virtual servers, set members and addresses of an
+// IPVS-mode plan, and the iptables rule counts of both modes side by side:
+// IPVS mode's fixed rules against iptables mode's growing ones.
+func (e *env) ipvsStats(st *proxy.State, p *translate.Plan) error {
+	real := 0
+	for i := range p.IPVS.VirtualServers {
+		real += len(p.IPVS.VirtualServers[i].RealServers)
+	}
+	fmt.Fprintf(e.stdout, "\nipvs: %d virtual servers, %d real servers, %d addresses on %s; ipset: %d sets, %d members\n",
+		len(p.IPVS.VirtualServers), real, len(p.IPVS.Addresses), p.IPVS.InterfaceOrDefault(), len(p.IPSets.Sets), p.IPSets.Len())
+	ipt, err := translate.Compile(st, translate.ModeIPTables)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "family\tipvs-mode rules\tiptables-mode rules\t")
+	for _, ip := range p.IPTables {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t\n", ip.FamilyOrDefault(), ruleCount(ip), ruleCount(familyPlan(ipt, ip.FamilyOrDefault())))
+	}
+	return tw.Flush()
+}
+
+// ruleCount returns the rules and jumps of a plan.
+func ruleCount(p *iptables.Plan) int {
+	n := 0
+	for _, ts := range p.Stats() {
+		n += ts.Rules + ts.Jumps
+	}
+	return n
 }
 
 // syntheticState returns n ClusterIP services with one TCP port and m ready

@@ -59,6 +59,9 @@ func hookName(pkt proxy.Packet) string {
 func tracePlan(p *translate.Plan, st *proxy.State, pkt proxy.Packet) (string, error) {
 	ipv6 := pkt.Dst.Addr().Is6()
 	proto := strings.ToLower(string(pkt.Protocol))
+	if p.Mode == translate.ModeIPVS {
+		return traceIPVS(p, st, pkt)
+	}
 	if p.Mode == translate.ModeNFTables {
 		i := slices.IndexFunc(p.NFTables, func(np *nftables.Plan) bool { return (np.FamilyOrDefault() == nftables.IPv6) == ipv6 })
 		if i < 0 {
@@ -99,6 +102,34 @@ func tracePlan(p *translate.Plan, st *proxy.State, pkt proxy.Packet) (string, er
 		out += listenerFor(p.Userspace, res, pkt)
 	}
 	return out, nil
+}
+
+// traceIPVS answers from the IPVS-mode plan: its rules, sets and virtual
+// servers.
+func traceIPVS(p *translate.Plan, st *proxy.State, pkt proxy.Packet) (string, error) {
+	tr, err := translate.NewIPVSTracer(p, st.Node.IPs)
+	if err != nil {
+		return "", err
+	}
+	res, err := tr.Trace(pkt)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, s := range res.Steps {
+		fmt.Fprintf(&b, "# %s\n", s)
+	}
+	if len(res.Answer.Choices) == 0 {
+		fmt.Fprintf(&b, "%s\n", res.Answer.Verdict)
+	}
+	for _, c := range res.Answer.Choices {
+		masq := ""
+		if c.Masquerade {
+			masq = " masquerade"
+		}
+		fmt.Fprintf(&b, "%6.2f%% forward %s%s via ipvs %s\n", 100*c.Probability, c.Endpoint, masq, res.VirtualServer.Addr)
+	}
+	return b.String(), nil
 }
 
 // listenerFor says which userspace listener a packet the portal rules
