@@ -19,4 +19,15 @@
 // or an EndpointSlice without its Service is left out with a Warning naming
 // the object and the field. Deciding whether the State makes sense is
 // [proxy.State.Validate]'s job, not this package's.
+//
+// For a live cluster, a [Watcher] ([NewWatcher]) runs client-go informers
+// on Services, EndpointSlices and the node's own Node, and feeds the
+// node's State, built by StateFor with the options given through
+// [WithStateOptions], to a [Syncer] such as proxier.Proxier. Like
+// kube-proxy it sends nothing until its caches have synced, leaves out
+// Services and EndpointSlices labelled [LabelServiceProxyName] or
+// service.kubernetes.io/headless, and headless services; it coalesces
+// changes into the newest State, never runs two Syncs at once, retries a
+// failed Sync with backoff ([WithRetryBackoff]), and leaves out, with a
+// log line, a service that would make the State invalid.
 package kube
