@@ -28,8 +28,8 @@ var ErrNoNodeName = errors.New("no node name")
 // the State has just the name, and a Warning says so.
 //
 // The Config comes from objs.ProxyConfig (see ProxyConfig.Apply), then the
-// options. Services of type ExternalName and headless services are left
-// out, as kube-proxy leaves them, and so are load balancer ingress
+// options. Services of type ExternalName, headless services and services
+// labelled [LabelServiceProxyName] are left out, as kube-proxy leaves them, and so are load balancer ingress
 // addresses whose ipMode is Proxy. EndpointSlices are attached to the
 // service their kubernetes.io/service-name label names; endpoints of all the
 // service's slices are merged by address. Services are sorted by namespace
@@ -269,6 +269,10 @@ func (c *converter) service(s *corev1.Service) (proxy.Service, bool) {
 	name := serviceKey(s)
 	if s.Spec.Type == corev1.ServiceTypeExternalName {
 		c.warn(kindService, name, "type ExternalName has no proxy rules; skipped")
+		return proxy.Service{}, false
+	}
+	if proxyName, ok := s.Labels[LabelServiceProxyName]; ok {
+		c.warn(kindService, name, "label %s=%q hands it to another proxy; skipped", LabelServiceProxyName, proxyName)
 		return proxy.Service{}, false
 	}
 	ips, ok := c.clusterIPs(s, name)

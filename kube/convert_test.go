@@ -234,6 +234,12 @@ status: {loadBalancer: {ingress: [{ip: not-an-ip}]}}`),
 			wantWarns: []string{"document 1 (line 2): Service ns/ext: type ExternalName has no proxy rules; skipped"},
 		},
 		{
+			name: "a service for another proxy is skipped with a warning",
+			stream: "---\napiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: ns, labels: {service.kubernetes.io/service-proxy-name: cilium}}\n" +
+				"spec: {clusterIP: 10.96.0.9, ports: [{port: 80}]}\n",
+			wantWarns: []string{`document 1 (line 2): Service ns/other: label service.kubernetes.io/service-proxy-name="cilium" hands it to another proxy; skipped`},
+		},
+		{
 			name:   "headless is skipped quietly",
 			stream: svc("db", `spec: {clusterIP: None, clusterIPs: [None], ports: [{port: 5432}]}`) + svc("db2", `spec: {clusterIP: None}`),
 		},
