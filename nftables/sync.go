@@ -326,29 +326,13 @@ func (b *batch) sets(applied, p *Plan, d *drift) string {
 
 // chains adds the chain operations of a partial batch, or returns why the
 // batch must be full: a base chain cannot be moved to another hook in
-// place. Plans of the same cluster list their chains in much the same
-// order, so old chains are matched by walking both lists side by side,
-// and looked up by name only where the lists part.
+// place.
 func (b *batch) chains(applied, p *Plan, d *drift) string {
+	match := matchChains(applied, p)
 	matched := make([]bool, len(applied.Chains))
-	var index map[string]int
-	next := 0
 	for i := range p.Chains {
 		c := &p.Chains[i]
-		k := -1
-		if next < len(applied.Chains) && applied.Chains[next].Name == c.Name {
-			k = next
-		} else {
-			if index == nil {
-				index = make(map[string]int, len(applied.Chains))
-				for j := range applied.Chains {
-					index[applied.Chains[j].Name] = j
-				}
-			}
-			if j, ok := index[c.Name]; ok && !matched[j] {
-				k = j
-			}
-		}
+		k := match[i]
 		if k < 0 {
 			b.add(op{kind: opAddChain, chain: c})
 			if c.body != "" {
@@ -356,7 +340,7 @@ func (b *batch) chains(applied, p *Plan, d *drift) string {
 			}
 			continue
 		}
-		matched[k], next = true, k+1
+		matched[k] = true
 		o := &applied.Chains[k]
 		if (o.Base == nil) != (c.Base == nil) || (o.Base != nil && *o.Base != *c.Base) || o.Comment != c.Comment {
 			return "chain " + c.Name + " changed type or comment"
@@ -380,6 +364,107 @@ func (b *batch) chains(applied, p *Plan, d *drift) string {
 		b.add(op{kind: opDelChain, chain: c})
 	}
 	return ""
+}
+
+// matchWindow is how far matchNearby looks ahead in either plan's chain
+// list where the two part.
+const matchWindow = 16
+
+// matchChains returns, for each chain of p, the index of the chain of the
+// same name in applied, or -1 for a new chain. Plans of the same cluster
+// list their chains in much the same order, and one endpoint change adds
+// and removes a chain or two, so the lists are first walked side by side
+// (matchNearby); only when they part by more than a few chains are the
+// applied chains indexed by name, which costs a map of every chain.
+func matchChains(applied, p *Plan) []int {
+	if match, ok := matchNearby(applied, p); ok {
+		return match
+	}
+	index := make(map[string]int, len(applied.Chains))
+	for j := range applied.Chains {
+		index[applied.Chains[j].Name] = j
+	}
+	match := make([]int, len(p.Chains))
+	used := make([]bool, len(applied.Chains))
+	for i := range p.Chains {
+		j, ok := index[p.Chains[i].Name]
+		if !ok || used[j] {
+			// A second chain of the same name, which Validate refuses,
+			// matches nothing.
+			j = -1
+		} else {
+			used[j] = true
+		}
+		match[i] = j
+	}
+	return match
+}
+
+// matchNearby matches chains by walking both lists side by side. Where
+// they part, a chain of p found within matchWindow places ahead in
+// applied skips the applied chains before it (taken for removed);
+// otherwise the chain of p is taken for a new one, and the applied chain
+// at hand, unless it is found within matchWindow places ahead in p, for a
+// removed one (a chain replaced by another). The guesses are checked at
+// the end: they were right when no chain taken for new has the name of an
+// applied chain left unmatched. It reports false when one was wrong, as
+// when chains moved, and leaves the matching to an index.
+func matchNearby(applied, p *Plan) ([]int, bool) {
+	match := make([]int, len(p.Chains))
+	ac := applied.Chains
+	var guessedNew []string
+	next := 0
+	for i := range p.Chains {
+		name := p.Chains[i].Name
+		k := -1
+		for d := 0; d < matchWindow && next+d < len(ac); d++ {
+			if ac[next+d].Name == name {
+				k = next + d
+				break
+			}
+		}
+		if k >= 0 {
+			match[i], next = k, k+1
+			continue
+		}
+		match[i] = -1
+		guessedNew = append(guessedNew, name)
+		if next < len(ac) && !aheadIn(p.Chains[i+1:], ac[next].Name) {
+			next++
+		}
+	}
+	if len(guessedNew) == 0 {
+		return match, true
+	}
+	matched := make([]bool, len(ac))
+	for _, k := range match {
+		if k >= 0 {
+			matched[k] = true
+		}
+	}
+	left := map[string]bool{}
+	for k := range ac {
+		if !matched[k] {
+			left[ac[k].Name] = true
+		}
+	}
+	for _, name := range guessedNew {
+		if left[name] {
+			return nil, false
+		}
+	}
+	return match, true
+}
+
+// aheadIn reports whether one of the first matchWindow chains is named
+// name.
+func aheadIn(chains []Chain, name string) bool {
+	for d := 0; d < matchWindow && d < len(chains); d++ {
+		if chains[d].Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *batch) add(o op) { b.ops = append(b.ops, o) }
