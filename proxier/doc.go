@@ -8,6 +8,8 @@
 //	      │            ▼
 //	      │   iptables.Applier per family   (iptables mode; userspace portals)
 //	      │   nftables.Applier              (nftables mode, one table per family)
+//	      │   ipset → ipvs → iptables       (ipvs mode: sets, virtual servers and
+//	      │                                  kube-ipvs0, then the fixed rules)
 //	      │   userspace.Proxy               (userspace mode listeners)
 //	      ▼
 //	UDP conntrack cleanup (netlink) · health check servers · metrics · /healthz
@@ -47,9 +49,14 @@
 //     kubeproxy_conntrack_reconciler_sync_duration_seconds and
 //     kubeproxy_proxy_{healthz,livez}_total; and, without a kube-proxy
 //     equivalent, svcplan_proxier_sync_failures_total{stage},
-//     svcplan_proxier_drift_repairs_total and
-//     svcplan_proxier_nftables_objects{ip_family,kind}. One sync covers
-//     both families, so the per-family durations are the same sync's.
+//     svcplan_proxier_drift_repairs_total,
+//     svcplan_proxier_nftables_objects{ip_family,kind},
+//     svcplan_proxier_ipset_entries{set},
+//     svcplan_proxier_ipvs_objects{ip_family,kind} (virtual_servers,
+//     real_servers, addresses), svcplan_proxier_ipvs_draining_real_servers
+//     and kubeproxy_sync_proxy_rules_ipvs_sync_failures_total{backend}.
+//     One sync covers both families, so the per-family durations are the
+//     same sync's.
 //
 // [Proxier.Healthz] serves kube-proxy's /healthz and /livez for the
 // proxier itself: they fail once a state has waited for a successful sync
@@ -58,9 +65,22 @@
 // Everything works in another network namespace with [WithNetNS]: the
 // appliers, the conntrack cleanup and the health check servers' sockets.
 // Tests give appliers of their own ([WithIPTablesApplier],
-// [WithNFTablesApplier], such as the backends' Fakes), a [Conntrack], a
-// [Listener] and a [Clock]; nothing in the package is swapped.
+// [WithNFTablesApplier], [WithIPSetApplier], [WithIPVSApplier], such as
+// the backends' Fakes), a [Conntrack], a [Listener] and a [Clock];
+// nothing in the package is swapped. [Proxier.Cleanup] uses every mode's
+// appliers, so a test that cleans up with Fakes gives all of them, or it
+// reaches the kernel of its own namespace.
 //
-// The IPVS mode is not supported yet: [New] returns an error wrapping
-// [translate.ErrUnsupportedMode] for it.
+// In IPVS mode each sync applies the ipsets first, then the IPVS virtual
+// servers with the kube-ipvs0 addresses and the sysctls, then the fixed
+// iptables rules, so that no rule matches a set that does not exist yet.
+// The IPVS applier is called on every sync, the periodic ones included:
+// it reads the table back, which is how real servers left draining with
+// weight 0 (TCP, with connections) are deleted once idle. A kernel
+// without IPVS fails the sync with an error wrapping [ipvs.ErrNoIPVS]
+// ("ip_vs module not loaded"); Cleanup skips IPVS there.
+//
+// In nftables mode, a family that leaves the state has its table
+// deleted: the applier deletes the owned tables only together, so that
+// sync deletes both and writes the remaining family's table again.
 package proxier

@@ -6,7 +6,10 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/svcplan/svcplan/ipset"
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
+	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/proxier"
 	"github.com/svcplan/svcplan/proxy"
 	"github.com/svcplan/svcplan/translate"
@@ -22,6 +25,11 @@ func Example() {
 	p, err := proxier.New(translate.ModeIPTables,
 		proxier.WithIPTablesApplier(iptables.IPv4, fake),
 		proxier.WithIPTablesApplier(iptables.IPv6, iptables.NewFake(iptables.IPv6)),
+		// Cleanup removes every mode's objects: fakes for the other
+		// modes' appliers too, so that it makes no kernel applier.
+		proxier.WithNFTablesApplier(nftables.NewFake()),
+		proxier.WithIPSetApplier(ipset.NewFake()),
+		proxier.WithIPVSApplier(ipvs.NewFake()),
 		proxier.WithoutConntrackCleanup())
 	if err != nil {
 		fmt.Println(err)

@@ -43,6 +43,16 @@ func (t TestMetrics) ConntrackDeleted(fam string) prometheus.Collector {
 	return t.m.conntrackDeleted.WithLabelValues(fam)
 }
 func (t TestMetrics) DriftRepairs() prometheus.Collector { return t.m.driftRepairs }
+func (t TestMetrics) IPSetEntries(set string) prometheus.Collector {
+	return t.m.ipsetEntries.WithLabelValues(set)
+}
+func (t TestMetrics) IPVSObjects(fam, kind string) prometheus.Collector {
+	return t.m.ipvsObjects.WithLabelValues(fam, kind)
+}
+func (t TestMetrics) IPVSDraining() prometheus.Collector { return t.m.ipvsDraining }
+func (t TestMetrics) IPVSFailures(backend string) prometheus.Collector {
+	return t.m.ipvsFailures.WithLabelValues(backend)
+}
 
 // countOf is a histogram's sample count as a gauge, for testutil.ToFloat64.
 type countOf struct {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
 	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/proxy"
 	"github.com/svcplan/svcplan/translate"
@@ -19,6 +20,9 @@ type metrics struct {
 	iptablesFailures, iptablesPartialFailures   *prometheus.CounterVec
 	nftablesFailures, nftablesCleanupFailures   *prometheus.CounterVec
 	nftablesObjects                             *prometheus.GaugeVec
+	ipsetEntries, ipvsObjects                   *prometheus.GaugeVec
+	ipvsDraining                                prometheus.Gauge
+	ipvsFailures                                *prometheus.CounterVec
 	endpointPending, servicePending             prometheus.Gauge
 	endpointTotal, serviceTotal                 prometheus.Counter
 	noLocal                                     *prometheus.GaugeVec
@@ -55,6 +59,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		nftablesCleanupFailures: counter("sync_proxy_rules_nftables_cleanup_failures_total", "Cumulative proxy nftables cleanup failures", "ip_family"),
 		nftablesObjects: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "svcplan", Subsystem: "proxier", Name: "nftables_objects",
 			Help: "Number of objects in the nftables table applied last, by kind: chains, rules, sets, elements"}, []string{"ip_family", "kind"}),
+		ipsetEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "svcplan", Subsystem: "proxier", Name: "ipset_entries",
+			Help: "Number of members of each ipset applied last (IPVS mode)"}, []string{"set"}),
+		ipvsObjects: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "svcplan", Subsystem: "proxier", Name: "ipvs_objects",
+			Help: "Number of IPVS objects applied last, by kind: virtual_servers, real_servers, addresses (bound to kube-ipvs0)"}, []string{"ip_family", "kind"}),
+		ipvsDraining: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "svcplan", Subsystem: "proxier", Name: "ipvs_draining_real_servers",
+			Help: "Real servers removed from the plan that keep weight 0 until their connections end (IPVS mode)"}),
+		ipvsFailures:     counter("sync_proxy_rules_ipvs_sync_failures_total", "Cumulative proxy ipset and IPVS apply failures, by backend: ipset, ipvs", "backend"),
 		endpointPending:  prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_pending", Help: "Pending proxy rules Endpoint changes"}),
 		servicePending:   prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kubeproxy", Name: "sync_proxy_rules_service_changes_pending", Help: "Pending proxy rules Service changes"}),
 		endpointTotal:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kubeproxy", Name: "sync_proxy_rules_endpoint_changes_total", Help: "Cumulative proxy rules Endpoint changes"}),
@@ -87,6 +98,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 		m.syncDuration, m.fullDuration, m.partialDuration, m.lastSync, m.lastQueued,
 		m.iptablesRules, m.iptablesFailures, m.iptablesPartialFailures,
 		m.nftablesFailures, m.nftablesCleanupFailures, m.nftablesObjects,
+		m.ipsetEntries, m.ipvsObjects, m.ipvsDraining, m.ipvsFailures,
 		m.endpointPending, m.servicePending, m.endpointTotal, m.serviceTotal,
 		m.noLocal, m.conntrackDeleted, m.conntrackDuration, m.healthz, m.livez,
 		m.syncFailures, m.driftRepairs,
@@ -137,6 +149,43 @@ func (m *metrics) observePlan(plan *translate.Plan) {
 		m.nftablesObjects.WithLabelValues(fam, "rules").Set(float64(rules))
 		m.nftablesObjects.WithLabelValues(fam, "sets").Set(float64(len(p.Sets)))
 		m.nftablesObjects.WithLabelValues(fam, "elements").Set(float64(elems))
+	}
+	m.ipsetEntries.Reset()
+	if plan.IPSets != nil {
+		for i := range plan.IPSets.Sets {
+			m.ipsetEntries.WithLabelValues(plan.IPSets.Sets[i].Name).Set(float64(len(plan.IPSets.Sets[i].Entries)))
+		}
+	}
+	m.ipvsObjects.Reset()
+	if plan.IPVS != nil {
+		m.observeIPVS(plan.IPVS)
+	}
+}
+
+// observeIPVS sets the IPVS object gauges of p, per family.
+func (m *metrics) observeIPVS(p *ipvs.Plan) {
+	var vs, rs, addrs [2]int
+	for i := range p.VirtualServers {
+		v := &p.VirtualServers[i]
+		f := 0
+		if v.Addr.Addr().Is6() {
+			f = 1
+		}
+		vs[f]++
+		rs[f] += len(v.RealServers)
+	}
+	for _, a := range p.Addresses {
+		if a.Is6() {
+			addrs[1]++
+		} else {
+			addrs[0]++
+		}
+	}
+	for f := range 2 {
+		fam := familyLabel(f == 1)
+		m.ipvsObjects.WithLabelValues(fam, "virtual_servers").Set(float64(vs[f]))
+		m.ipvsObjects.WithLabelValues(fam, "real_servers").Set(float64(rs[f]))
+		m.ipvsObjects.WithLabelValues(fam, "addresses").Set(float64(addrs[f]))
 	}
 }
 

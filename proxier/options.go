@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/svcplan/svcplan/ipset"
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
 	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/translate"
 	"github.com/svcplan/svcplan/userspace"
@@ -89,6 +91,8 @@ type config struct {
 	compileOpts     []translate.Option
 	iptablesOpts    []iptables.Option
 	nftablesOpts    []nftables.Option
+	ipsetOpts       []ipset.Option
+	ipvsOpts        []ipvs.Option
 	userspaceOpts   []userspace.Option
 	minSyncInterval time.Duration
 	syncPeriod      time.Duration
@@ -101,6 +105,8 @@ type config struct {
 	noConntrack     bool
 	ipt             map[iptables.Family]iptables.Applier
 	nft             nftables.Applier
+	sets            ipset.Applier
+	vs              ipvs.Applier
 	us              UserspaceProxy
 }
 
@@ -155,6 +161,20 @@ func WithIPTablesOptions(opts ...iptables.Option) Option {
 // makes.
 func WithNFTablesOptions(opts ...nftables.Option) Option {
 	return func(c *config) { c.nftablesOpts = append(c.nftablesOpts, opts...) }
+}
+
+// WithIPSetOptions passes opts (such as an owner prefix) to the ipset
+// applier the proxier makes in IPVS mode and for Cleanup. [WithNetNS]
+// and [WithLogger] are passed already.
+func WithIPSetOptions(opts ...ipset.Option) Option {
+	return func(c *config) { c.ipsetOpts = append(c.ipsetOpts, opts...) }
+}
+
+// WithIPVSOptions passes opts to the IPVS applier the proxier makes in
+// IPVS mode and for Cleanup. [WithNetNS] and [WithLogger] are passed
+// already.
+func WithIPVSOptions(opts ...ipvs.Option) Option {
+	return func(c *config) { c.ipvsOpts = append(c.ipvsOpts, opts...) }
 }
 
 // WithUserspaceOptions passes opts to the userspace proxy the proxier
@@ -218,6 +238,16 @@ func WithIPTablesApplier(family iptables.Family, a iptables.Applier) Option {
 // WithNFTablesApplier makes the proxier apply nftables plans (of both
 // families) through a, such as an [nftables.Fake].
 func WithNFTablesApplier(a nftables.Applier) Option { return func(c *config) { c.nft = a } }
+
+// WithIPSetApplier makes the proxier apply the ipsets of IPVS plans
+// through a, such as an [ipset.Fake], instead of an applier it makes.
+// Cleanup uses it too.
+func WithIPSetApplier(a ipset.Applier) Option { return func(c *config) { c.sets = a } }
+
+// WithIPVSApplier makes the proxier apply the virtual servers, the
+// kube-ipvs0 addresses and the sysctls of IPVS plans through a, such as
+// an [ipvs.Fake], instead of an applier it makes. Cleanup uses it too.
+func WithIPVSApplier(a ipvs.Applier) Option { return func(c *config) { c.vs = a } }
 
 // WithUserspaceProxy makes the proxier run the listeners of userspace
 // plans through p instead of a [userspace.Proxy] it makes.

@@ -49,14 +49,14 @@ type Proxier struct {
 }
 
 // New returns a proxier for mode, which applies nothing until the first
-// [Proxier.Sync] or [Proxier.Run]. Modes iptables, nftables and
-// userspace are supported; [translate.ModeIPVS] returns an error
-// wrapping [translate.ErrUnsupportedMode] until its appliers exist. The
-// metrics are registered on the [WithRegistry] registerer, if given;
-// registering them twice on one registerer fails.
+// [Proxier.Sync] or [Proxier.Run]. Every mode is supported: iptables,
+// nftables, ipvs and userspace; another returns an error wrapping
+// [translate.ErrUnsupportedMode]. The metrics are registered on the
+// [WithRegistry] registerer, if given; registering them twice on one
+// registerer fails.
 func New(mode translate.Mode, opts ...Option) (*Proxier, error) {
 	switch mode {
-	case translate.ModeIPTables, translate.ModeNFTables, translate.ModeUserspace:
+	case translate.ModeIPTables, translate.ModeNFTables, translate.ModeIPVS, translate.ModeUserspace:
 	default:
 		return nil, &Error{Op: "new", Mode: mode, Err: fmt.Errorf("mode %q: %w", mode, translate.ErrUnsupportedMode)}
 	}
@@ -202,6 +202,7 @@ func (p *Proxier) sync(ctx context.Context, st *proxy.State) error {
 		p.metrics.lastSync.WithLabelValues(f).Set(float64(end.UnixNano()) / 1e9)
 	}
 	p.metrics.observePlan(plan)
+	p.metrics.ipvsDraining.Set(float64(after.draining))
 	p.metrics.observeNoLocal(st)
 	p.succeeded(st)
 	p.log.Debug("synced", "full", full, "duration", end.Sub(start))
@@ -225,14 +226,19 @@ func (p *Proxier) compile(st *proxy.State) (*translate.Plan, error) {
 func (p *Proxier) applyFailed(err error) {
 	p.metrics.syncFailures.WithLabelValues("apply").Inc()
 	p.needFull = true
+	backend, fam := backendIPTables, familyLabel(false)
 	var ae *applyError
-	fam := familyLabel(false)
-	if errors.As(err, &ae) && ae.family != "" {
-		fam = ae.family
+	if errors.As(err, &ae) {
+		backend = ae.backend
+		if ae.family != "" {
+			fam = ae.family
+		}
 	}
-	switch p.mode {
-	case translate.ModeNFTables:
+	switch backend {
+	case backendNFTables:
 		p.metrics.nftablesFailures.WithLabelValues(fam).Inc()
+	case backendIPSet, backendIPVS:
+		p.metrics.ipvsFailures.WithLabelValues(backend).Inc()
 	default:
 		p.metrics.iptablesFailures.WithLabelValues(fam).Inc()
 	}
@@ -305,18 +311,21 @@ func (p *Proxier) cleanConntrack(ctx context.Context, st *proxy.State) {
 
 // Cleanup removes the objects of every mode from the namespace, as
 // kube-proxy --cleanup does: the owned iptables chains of both families
-// (and the jumps into them, which include the userspace portal rules),
-// the nftables "kube-proxy" tables, and the userspace listeners. Other
-// chains, rules and tables are left alone. IPVS objects are not removed
-// yet: the IPVS appliers do not exist. The proxier forgets what it
-// applied; the next sync writes everything again.
+// (and the jumps into them, which include the userspace portal rules and
+// IPVS mode's rules), through iptables-nft and iptables-legacy where
+// both are installed; the nftables "kube-proxy" tables; the userspace
+// listeners; every IPVS virtual server and the kube-ipvs0 interface
+// (skipped when the kernel has no IPVS); and, once no rule matches them,
+// the KUBE- ipsets. Other chains, rules, tables, sets and interfaces are
+// left alone. The proxier forgets what it applied; the next sync writes
+// everything again.
 func (p *Proxier) Cleanup(ctx context.Context) error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
 	p.be.renew()
 	err := p.be.cleanup(ctx)
 	var ae *applyError
-	if errors.As(err, &ae) {
+	if errors.As(err, &ae) && ae.backend == backendNFTables {
 		p.metrics.nftablesCleanupFailures.WithLabelValues(familyLabel(false)).Inc()
 	}
 	p.hc.closeAll()

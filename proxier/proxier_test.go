@@ -11,7 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/svcplan/svcplan/ipset"
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
 	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/proxier"
 	"github.com/svcplan/svcplan/proxy"
@@ -26,7 +28,7 @@ func TestNewModes(t *testing.T) {
 		{translate.ModeIPTables, nil},
 		{translate.ModeNFTables, nil},
 		{translate.ModeUserspace, nil},
-		{translate.ModeIPVS, translate.ErrUnsupportedMode},
+		{translate.ModeIPVS, nil},
 		{"bogus", translate.ErrUnsupportedMode},
 	}
 	for _, tt := range tests {
@@ -102,7 +104,8 @@ func TestSyncNFTablesFake(t *testing.T) {
 	// that it makes no kernel applier.
 	p, err := proxier.New(translate.ModeNFTables, proxier.WithNFTablesApplier(fake), proxier.WithoutConntrackCleanup(),
 		proxier.WithIPTablesApplier(iptables.IPv4, iptables.NewFake(iptables.IPv4)),
-		proxier.WithIPTablesApplier(iptables.IPv6, iptables.NewFake(iptables.IPv6)))
+		proxier.WithIPTablesApplier(iptables.IPv6, iptables.NewFake(iptables.IPv6)),
+		proxier.WithIPSetApplier(ipset.NewFake()), proxier.WithIPVSApplier(ipvs.NewFake()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,10 +126,12 @@ func TestSyncNFTablesFake(t *testing.T) {
 func TestCleanupEveryMode(t *testing.T) {
 	ctx := context.Background()
 	ipt4, ipt6, nft := iptables.NewFake(iptables.IPv4), iptables.NewFake(iptables.IPv6), nftables.NewFake()
+	sets, vs := ipset.NewFake(), ipvs.NewFake()
 	ipt4.AddForeign(iptables.TableFilter, "INPUT", "-j ACCEPT")
 	opts := []proxier.Option{
 		proxier.WithIPTablesApplier(iptables.IPv4, ipt4), proxier.WithIPTablesApplier(iptables.IPv6, ipt6),
-		proxier.WithNFTablesApplier(nft), proxier.WithoutConntrackCleanup(),
+		proxier.WithNFTablesApplier(nft), proxier.WithIPSetApplier(sets), proxier.WithIPVSApplier(vs),
+		proxier.WithoutConntrackCleanup(),
 	}
 	ip, err := proxier.New(translate.ModeIPTables, opts...)
 	if err != nil {
@@ -142,7 +147,17 @@ func TestCleanupEveryMode(t *testing.T) {
 	if err := nf.Sync(ctx, state(epLocal)); err != nil {
 		t.Fatal(err)
 	}
-	// One proxier, of either mode, removes what both wrote.
+	iv, err := proxier.New(translate.ModeIPVS, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := iv.Sync(ctx, state(epLocal)); err != nil {
+		t.Fatal(err)
+	}
+	if len(sets.Dump().Sets) == 0 || len(vs.Dump("").VirtualServers) == 0 {
+		t.Fatalf("IPVS mode wrote no sets or virtual servers:\n%s\n%s", sets, vs)
+	}
+	// One proxier, of any mode, removes what all wrote.
 	if err := nf.Cleanup(ctx); err != nil {
 		t.Fatalf("Cleanup = %v", err)
 	}
@@ -151,6 +166,12 @@ func TestCleanupEveryMode(t *testing.T) {
 	}
 	if d := nft.Dump(); strings.TrimSpace(d) != "" {
 		t.Errorf("nftables after Cleanup:\n%s", d)
+	}
+	if d := sets.Dump(); len(d.Sets) != 0 {
+		t.Errorf("ipsets after Cleanup:\n%s", d)
+	}
+	if d := vs.Dump(""); len(d.VirtualServers) != 0 || len(d.Addresses) != 0 {
+		t.Errorf("ipvs after Cleanup:\n%s", vs)
 	}
 	if nf.Applied() != nil || nf.Plan() != nil {
 		t.Errorf("after Cleanup the proxier still remembers a state")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
 	"github.com/svcplan/svcplan/proxier"
 	"github.com/svcplan/svcplan/translate"
 )
@@ -49,9 +50,7 @@ func (a *applyFlags) options(e *env) ([]proxier.Option, error) {
 // proxierFor checks the mode and makes a proxier for it.
 func proxierFor(mode string, opts []proxier.Option) (*proxier.Proxier, error) {
 	switch translate.Mode(mode) {
-	case translate.ModeIPTables, translate.ModeNFTables, translate.ModeUserspace:
-	case translate.ModeIPVS:
-		return nil, fmt.Errorf("--mode %s: not implemented yet (iptables, nftables and userspace are)", mode)
+	case translate.ModeIPTables, translate.ModeIPVS, translate.ModeNFTables, translate.ModeUserspace:
 	default:
 		return nil, fmt.Errorf("--mode %q: unknown; want iptables, ipvs, nftables or userspace", mode)
 	}
@@ -72,7 +71,7 @@ func proxierFor(mode string, opts []proxier.Option) (*proxier.Proxier, error) {
 func (e *env) apply(args []string) error {
 	var in inputFlags
 	var af applyFlags
-	fs := e.newFlagSet("apply", "apply --mode iptables|nftables|userspace [-f FILE] [--node NAME] [--netns PATH]")
+	fs := e.newFlagSet("apply", "apply --mode iptables|ipvs|nftables|userspace [-f FILE] [--node NAME] [--netns PATH]")
 	in.register(fs, true)
 	af.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -120,6 +119,21 @@ func (e *env) runUserspace(p *proxier.Proxier) error {
 }
 
 func (e *env) printApplied(plan *translate.Plan) {
+	if plan.IPSets != nil {
+		members := 0
+		for i := range plan.IPSets.Sets {
+			members += len(plan.IPSets.Sets[i].Entries)
+		}
+		fmt.Fprintf(e.stdout, "applied ipsets: %d sets, %d members\n", len(plan.IPSets.Sets), members)
+	}
+	if plan.IPVS != nil {
+		reals := 0
+		for i := range plan.IPVS.VirtualServers {
+			reals += len(plan.IPVS.VirtualServers[i].RealServers)
+		}
+		fmt.Fprintf(e.stdout, "applied ipvs: %d virtual servers, %d real servers, %d addresses on %s\n",
+			len(plan.IPVS.VirtualServers), reals, len(plan.IPVS.Addresses), plan.IPVS.InterfaceOrDefault())
+	}
 	if plan.Userspace != nil {
 		fmt.Fprintf(e.stdout, "applied userspace: %d listeners\n", len(plan.Userspace.Listeners))
 	}
@@ -145,8 +159,11 @@ func (e *env) printApplied(plan *translate.Plan) {
 
 // explainApply adds a hint to an error a user can fix.
 func explainApply(err error) error {
-	if errors.Is(err, iptables.ErrToolMissing) {
+	switch {
+	case errors.Is(err, iptables.ErrToolMissing):
 		return fmt.Errorf("%w; install the iptables package (apt-get install iptables)", err)
+	case errors.Is(err, ipvs.ErrNoIPVS):
+		return fmt.Errorf("%w; load it (modprobe ip_vs) or use another --mode", err)
 	}
 	return err
 }
@@ -173,6 +190,6 @@ func (e *env) cleanup(args []string) error {
 	if err := p.Cleanup(e.ctx); err != nil {
 		return explainApply(err)
 	}
-	fmt.Fprintln(e.stdout, "removed svcplan's iptables chains (ipv4, ipv6) and nftables tables")
+	fmt.Fprintln(e.stdout, "removed svcplan's iptables chains (ipv4, ipv6; nft and legacy), nftables tables, IPVS virtual servers, kube-ipvs0 and ipsets")
 	return nil
 }

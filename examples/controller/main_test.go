@@ -20,7 +20,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/svcplan/svcplan/ipset"
 	"github.com/svcplan/svcplan/iptables"
+	"github.com/svcplan/svcplan/ipvs"
 	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/proxier"
 )
@@ -177,6 +179,8 @@ func fakeEnv(client kubernetes.Interface, fake4, fake6 *iptables.Fake) env {
 			// it would look for nftables tables in the test's own
 			// namespace.
 			proxier.WithNFTablesApplier(nftables.NewFake()),
+			proxier.WithIPSetApplier(ipset.NewFake()),
+			proxier.WithIPVSApplier(ipvs.NewFake()),
 			proxier.WithoutConntrackCleanup(),
 		},
 	}
