@@ -54,9 +54,23 @@ func (b *backends) renew() {
 	b.vs = b.cfg.vs
 }
 
+// errNotGiven is returned for a backend the proxier would have to make
+// itself while other appliers were given by options. A proxier given any
+// applier (a test with Fakes, usually) never makes a kernel applier: a
+// forgotten option must not reach the caller's own namespace.
+var errNotGiven = errors.New("no applier given for this backend, and the proxier makes none when others are given by options")
+
+// given reports whether any applier was given by an option.
+func (c *config) given() bool {
+	return len(c.ipt) > 0 || c.nft != nil || c.sets != nil || c.vs != nil
+}
+
 func (b *backends) iptables(f iptables.Family) (iptables.Applier, error) {
 	if a := b.ipt[f]; a != nil {
 		return a, nil
+	}
+	if b.cfg.given() {
+		return nil, fmt.Errorf("iptables %s: %w", f, errNotGiven)
 	}
 	a, err := b.cfg.newIPTables(f)
 	if err != nil {
@@ -70,6 +84,9 @@ func (b *backends) nftables() (nftables.Applier, error) {
 	if b.nft != nil {
 		return b.nft, nil
 	}
+	if b.cfg.given() {
+		return nil, fmt.Errorf("nftables: %w", errNotGiven)
+	}
 	a, err := b.cfg.newNFTables()
 	if err != nil {
 		return nil, err
@@ -82,6 +99,9 @@ func (b *backends) ipset() (ipset.Applier, error) {
 	if b.sets != nil {
 		return b.sets, nil
 	}
+	if b.cfg.given() {
+		return nil, fmt.Errorf("ipset: %w", errNotGiven)
+	}
 	a, err := b.cfg.newIPSet()
 	if err != nil {
 		return nil, err
@@ -93,6 +113,9 @@ func (b *backends) ipset() (ipset.Applier, error) {
 func (b *backends) ipvs() (ipvs.Applier, error) {
 	if b.vs != nil {
 		return b.vs, nil
+	}
+	if b.cfg.given() {
+		return nil, fmt.Errorf("ipvs: %w", errNotGiven)
 	}
 	a, err := b.cfg.newIPVS()
 	if err != nil {
@@ -301,7 +324,7 @@ func (b *backends) cleanup(ctx context.Context) error {
 	if err == nil {
 		err = a.Cleanup(ctx)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errNotGiven) {
 		errs = append(errs, &applyError{backend: backendNFTables, err: fmt.Errorf("removing nftables tables: %w", err)})
 	}
 	clear(b.nftFamilies)
@@ -315,6 +338,7 @@ func (b *backends) cleanup(ctx context.Context) error {
 		err = va.Cleanup(ctx)
 	}
 	switch {
+	case errors.Is(err, errNotGiven):
 	case errors.Is(err, ipvs.ErrNoIPVS):
 		b.cfg.logger.Debug("cleanup: the kernel has no IPVS, nothing to remove", "err", err)
 	case err != nil:
@@ -324,7 +348,7 @@ func (b *backends) cleanup(ctx context.Context) error {
 	if err == nil {
 		err = sa.Cleanup(ctx)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errNotGiven) {
 		errs = append(errs, fmt.Errorf("removing ipsets: %w", err))
 	}
 	return errors.Join(errs...)
@@ -337,6 +361,9 @@ func (b *backends) cleanup(ctx context.Context) error {
 // round, and a node may have used either.
 func (b *backends) cleanupIPTables(ctx context.Context, f iptables.Family) error {
 	a, err := b.iptables(f)
+	if errors.Is(err, errNotGiven) {
+		return nil
+	}
 	if errors.Is(err, iptables.ErrToolMissing) {
 		b.cfg.logger.Info("cleanup: no iptables tool, nothing to remove", "family", f, "err", err)
 		return nil

@@ -67,9 +67,11 @@
 // Tests give appliers of their own ([WithIPTablesApplier],
 // [WithNFTablesApplier], [WithIPSetApplier], [WithIPVSApplier], such as
 // the backends' Fakes), a [Conntrack], a [Listener] and a [Clock];
-// nothing in the package is swapped. [Proxier.Cleanup] uses every mode's
-// appliers, so a test that cleans up with Fakes gives all of them, or it
-// reaches the kernel of its own namespace.
+// nothing in the package is swapped. A proxier given any applier by an
+// option makes no kernel applier at all: a sync that needs a backend
+// nobody gave fails, and [Proxier.Cleanup] (which uses every mode's
+// appliers) skips the backends not given, so a test with Fakes never
+// reaches the kernel of its own namespace by a forgotten option.
 //
 // In IPVS mode each sync applies the ipsets first, then the IPVS virtual
 // servers with the kube-ipvs0 addresses and the sysctls, then the fixed

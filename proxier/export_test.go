@@ -73,3 +73,6 @@ func (c countOf) count() uint64 {
 	_ = (<-m).Write(&pb)
 	return pb.GetHistogram().GetSampleCount()
 }
+
+// ErrNotGiven is errNotGiven, for the external tests.
+var ErrNotGiven = errNotGiven

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -307,5 +308,24 @@ func TestRegisterTwice(t *testing.T) {
 	}
 	if _, err := proxier.New(translate.ModeIPTables, proxier.WithRegistry(reg)); err == nil {
 		t.Errorf("a second proxier on the same registry registered its metrics")
+	}
+}
+
+// TestGivenAppliersOnly checks that a proxier given some appliers makes no
+// kernel applier for the others: a sync needing one fails naming the
+// backend, and Cleanup cleans only what was given.
+func TestGivenAppliersOnly(t *testing.T) {
+	fake := iptables.NewFake(iptables.IPv4)
+	p, err := proxier.New(translate.ModeNFTables, proxier.WithIPTablesApplier(iptables.IPv4, fake), proxier.WithoutConntrackCleanup())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &proxy.State{Node: proxy.Node{Name: "n", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.10")}}}
+	err = p.Sync(context.Background(), st)
+	if !errors.Is(err, proxier.ErrNotGiven) {
+		t.Fatalf("Sync(nftables) with only an iptables Fake = %v, want an error wrapping errNotGiven", err)
+	}
+	if err := p.Cleanup(context.Background()); err != nil {
+		t.Fatalf("Cleanup with only an iptables Fake = %v, want nil (the others skipped)", err)
 	}
 }
