@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/svcplan/svcplan/internal/netnstest"
+	"github.com/svcplan/svcplan/internal/vmtest"
 	"github.com/svcplan/svcplan/ipset"
 	"github.com/svcplan/svcplan/iptables"
 )
@@ -19,9 +20,28 @@ import (
 // each family, which matches those sets, loads with iptables-restore
 // (ip6tables-restore) and iptables-save shows every rule of the plan.
 // The virtual servers need ip_vs, which only the VM tier has. Plans with
-// "-m ipvs" rules need xt_ipvs too; without it those cases skip (or fail
-// when SVCPLAN_REQUIRE_VM=1).
+// "-m ipvs" rules need xt_ipvs too: on a kernel without it they are left
+// to TestGuestIPVSTextLoads, which TestVM runs under the VM's kernel.
 func TestIPVSTextLoads(t *testing.T) {
+	testIPVSTextLoads(t, func(ipvsMatch bool) bool { return !ipvsMatch || hasModule("xt_ipvs") })
+}
+
+// TestGuestIPVSTextLoads is TestIPVSTextLoads for the plans with "-m ipvs"
+// rules, inside the qemu VM (see TestVM), whose kernel has xt_ipvs.
+func TestGuestIPVSTextLoads(t *testing.T) {
+	vmtest.RequireGuest(t, "TestVM")
+	testIPVSTextLoads(t, func(ipvsMatch bool) bool { return ipvsMatch })
+}
+
+// TestVM runs this package's guest tests under a real Debian kernel in
+// qemu (internal/vmtest).
+func TestVM(t *testing.T) {
+	vmtest.Run(t, vmtest.Config{Run: "^TestGuest", Timeout: 10 * time.Minute})
+}
+
+// testIPVSTextLoads runs the cases for which want(the plan has "-m ipvs"
+// rules) is true and skips the others.
+func testIPVSTextLoads(t *testing.T, want func(ipvsMatch bool) bool) {
 	netnstest.Require(t, "ip", "ipset", "iptables-restore", "ip6tables-restore", "iptables-save", "ip6tables-save")
 	cases := append(goldenCases(), goldenCase{name: "bench", st: benchState(300, 5)})
 	for _, tc := range cases {
@@ -30,13 +50,15 @@ func TestIPVSTextLoads(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			ipvsMatch := false
 			for _, ip := range p.IPTables {
-				if strings.Contains(ip.String(), " -m ipvs ") && !hasModule("xt_ipvs") {
-					if os.Getenv("SVCPLAN_REQUIRE_VM") == "1" {
-						t.Fatal("plan has -m ipvs rules and the kernel has no xt_ipvs (SVCPLAN_REQUIRE_VM=1 forbids skipping)")
-					}
-					t.Skip("plan has -m ipvs rules and the kernel has no xt_ipvs; the VM tier covers them")
+				ipvsMatch = ipvsMatch || strings.Contains(ip.String(), " -m ipvs ")
+			}
+			if !want(ipvsMatch) {
+				if ipvsMatch {
+					t.Skip("plan has -m ipvs rules and this kernel has no xt_ipvs; TestGuestIPVSTextLoads loads them in the qemu VM (TestVM)")
 				}
+				t.Skip("no -m ipvs rules; TestIPVSTextLoads loads this plan on the host")
 			}
 			ns := netnstest.NewNS(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

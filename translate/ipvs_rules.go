@@ -85,12 +85,13 @@ func (f *ipvsFamily) rules() (*iptables.Plan, error) {
 	r.add("nat/"+ipvsLoadBalancerChain, "-j", masq)
 	r.add("filter/"+ipvsSourceRangesFirewall, "-j", "DROP")
 	// The ipvs match is not in iptables.Rule's vocabulary: these rules are
-	// written as iptables-save prints them (addresses with their length,
-	// the protocol by number).
+	// written as iptables-save prints them (the source with its length,
+	// then the protocol by number, the virtual address without a length
+	// and the port), which the VM tier checks against a real iptables-save.
 	for _, e := range f.noNodeAccess {
-		ip := netip.PrefixFrom(e.IP, e.IP.BitLen()).String()
+		src := netip.PrefixFrom(e.IP, e.IP.BitLen()).String()
 		r.chains["filter/"+ipvsOutFilterChain] = append(r.chains["filter/"+ipvsOutFilterChain],
-			fmt.Sprintf("-s %s -m ipvs --vaddr %s --vproto %d --vport %d -j DROP", ip, ip, protoNumber[e.Protocol], e.Port))
+			fmt.Sprintf("-s %s -m ipvs --vproto %d --vaddr %s --vport %d -j DROP", src, protoNumber[e.Protocol], e.IP, e.Port))
 	}
 	for _, set := range []int{setClusterIP, setLoadBalancer} {
 		if !f.empty(set) {

@@ -90,7 +90,7 @@ func parseTracedRule(text string) (tracedRule, error) {
 	if strings.Contains(text, " -m ipvs ") {
 		var src, vaddr string
 		var m ipvsMatch
-		if _, err := fmt.Sscanf(text, "-s %s -m ipvs --vaddr %s --vproto %d --vport %d -j DROP", &src, &vaddr, &m.proto, &m.port); err != nil {
+		if _, err := fmt.Sscanf(text, "-s %s -m ipvs --vproto %d --vaddr %s --vport %d -j DROP", &src, &m.proto, &vaddr, &m.port); err != nil {
 			return tracedRule{}, err
 		}
 		pfx, err := netip.ParsePrefix(src)
