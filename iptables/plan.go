@@ -241,6 +241,9 @@ func checkChainName(name string) error {
 	if name[0] == '-' {
 		return fmt.Errorf("chain name %q: character '-' not allowed first", name)
 	}
+	if chainNameBytesOK(name) {
+		return nil
+	}
 	for i := 0; i < len(name); i++ {
 		// One unsigned comparison refuses controls, space and DEL.
 		if c := name[i]; c-'!' > '~'-'!' || c == '"' || c == '\\' || c == '!' {

@@ -359,6 +359,9 @@ func checkName(name string) error {
 	if c := name[0]; c < 128 && nameFirst(c) == 0 {
 		return fmt.Errorf("name %q: must start with a letter, '_' or '.': %w", name, ErrName)
 	}
+	if nameBytesOK(name) {
+		return nil
+	}
 	table := [2]uint64{nameLo, nameHi}
 	for i := 0; i < len(name); i++ {
 		if c := name[i]; c >= 128 || table[c>>6]>>(c&63)&1 == 0 {

@@ -43,6 +43,9 @@ type Compiler struct {
 	svcs   []svcMemo
 	claims claimSet
 	fams   [2]famState
+	// was holds, during an incremental compile, the last outputs of the
+	// changed services that were there before, by index in the State.
+	was map[int32][2][]portOut
 	// incrementals counts the compiles that reused the last output, for
 	// tests.
 	incrementals int
@@ -86,6 +89,9 @@ type portOut struct {
 	// (nftables).
 	shared bool
 	fresh  bool
+	// was is, while a changed port is spliced, its output in the last
+	// plan, whose parts are kept where they came out the same.
+	was *portOut
 }
 
 // famState is what the Compiler keeps of one family's last plan.

@@ -210,17 +210,28 @@ func (c *Compiler) apply(st *proxy.State, d *stateDiff) {
 		changed[k] = st.Services[i]
 	}
 	cl := newCloner(changed)
+	clear(c.was)
+	if c.was == nil {
+		c.was = make(map[int32][2][]portOut, len(d.changed))
+	}
 	for _, i := range d.changed {
+		if d.prevOf(i) >= 0 {
+			c.was[i] = c.svcs[i].ports
+		}
 		c.svcs[i] = svcMemo{svc: cl.service(&st.Services[i])}
 	}
 }
 
 // splicer builds a new array from runs of an old one and fresh items,
-// copying each run of consecutive old items at once.
+// copying each run of consecutive old items at once. When the new array
+// would be the whole old one, it is the old one: plans share what they
+// never modify.
 type splicer[T any] struct {
 	old, out []T
 	// from and to bound the run of old items not yet copied.
 	from, to int32
+	// size is the capacity to give out when it is first needed.
+	size int
 }
 
 // keep appends old[g] and returns where it lands.
@@ -237,6 +248,7 @@ func (s *splicer[T]) keep(g seg) seg {
 // add appends items and returns where they land.
 func (s *splicer[T]) add(items []T) seg {
 	s.flush()
+	s.alloc()
 	off := int32(len(s.out))
 	s.out = append(s.out, items...)
 	return seg{off, int32(len(items))}
@@ -244,12 +256,23 @@ func (s *splicer[T]) add(items []T) seg {
 
 // done returns the new array.
 func (s *splicer[T]) done() []T {
+	if s.out == nil && s.from == 0 && int(s.to) == len(s.old) {
+		return s.old
+	}
 	s.flush()
+	s.alloc()
 	return s.out
+}
+
+func (s *splicer[T]) alloc() {
+	if s.out == nil {
+		s.out = make([]T, 0, s.size)
+	}
 }
 
 func (s *splicer[T]) flush() {
 	if s.to > s.from {
+		s.alloc()
 		s.out = appendParallel(s.out, s.old[s.from:s.to])
 	}
 	s.from = s.to
@@ -288,6 +311,11 @@ func (c *Compiler) freshPorts(fi int, ports []portRef) []portOut {
 			b++
 		}
 		c.svcs[idx].ports[fi] = outs[a:b:b]
+		if was := c.was[idx][fi]; len(was) == b-a {
+			for j := range was {
+				outs[a+j].was = &was[j]
+			}
+		}
 		a = b
 	}
 	for i := range outs {

@@ -62,7 +62,7 @@ func (c *Compiler) iptFamily(st *proxy.State, fi int, order, changed []int32) (*
 	}
 	copy(nat, fixed)
 	for i := range outs {
-		outs[i].fresh = false
+		outs[i].fresh, outs[i].was = false, nil
 	}
 	fs.ipt = f.plan(filter, nat)
 	return fs.ipt, true, nil

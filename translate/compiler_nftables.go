@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"slices"
+
 	"github.com/svcplan/svcplan/nftables"
 	"github.com/svcplan/svcplan/proxy"
 )
@@ -40,7 +42,7 @@ func (c *Compiler) nftFamily(st *proxy.State, fi int, order, changed []int32) (*
 	}
 	p := c.nftSplice(f, fi, order, w)
 	for i := range outs {
-		outs[i].fresh = false
+		outs[i].fresh, outs[i].was = false, nil
 	}
 	return p, nil
 }
@@ -64,10 +66,10 @@ func (c *Compiler) nftSplice(f *nftFamily, fi int, order []int32, w *nftWorker) 
 	chains := splicer[nftables.Chain]{old: fs.nft.Chains, out: make([]nftables.Chain, fs.nfixed, fs.nfixed+nchains)}
 	copy(chains.out, fs.nft.Chains[:fs.nfixed])
 	chains.from, chains.to = int32(fs.nfixed), int32(fs.nfixed)
-	aff := splicer[nftables.Set]{old: fs.affinity, out: make([]nftables.Set, 0, naff)}
+	aff := splicer[nftables.Set]{old: fs.affinity, size: naff}
 	var elems [numElemLists]splicer[nftables.Element]
 	for k := range elems {
-		elems[k] = splicer[nftables.Element]{old: fs.elems[k], out: make([]nftables.Element, 0, nelems[k])}
+		elems[k] = splicer[nftables.Element]{old: fs.elems[k], size: nelems[k]}
 	}
 	mayRepeat := false
 	for _, i := range order {
@@ -79,7 +81,12 @@ func (c *Compiler) nftSplice(f *nftFamily, fi int, order []int32, w *nftWorker) 
 				o.chains = chains.add(of(w.out, o.chains))
 				o.affinity = aff.add(of(w.affinity, o.affinity))
 				for k := range elems {
-					o.parts[k] = elems[k].add(of(w.elems[k], o.parts[k]))
+					items := of(w.elems[k], o.parts[k])
+					if o.was != nil && slices.Equal(of(fs.elems[k], o.was.parts[k]), items) {
+						o.parts[k] = elems[k].keep(o.was.parts[k])
+					} else {
+						o.parts[k] = elems[k].add(items)
+					}
 				}
 				continue
 			}

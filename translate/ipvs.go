@@ -121,7 +121,7 @@ func compileIPVS(st *proxy.State, o *options) (*ipset.Plan, *ipvs.Plan, []*iptab
 	}
 	// A stable sort keeps, of two virtual servers with one address, the
 	// one of the first service, which Compact then keeps.
-	slices.SortStableFunc(vp.VirtualServers, func(a, b ipvs.VirtualServer) int { return a.Compare(&b) })
+	vp.VirtualServers = sortServersStable(vp.VirtualServers)
 	slices.SortFunc(vp.Addresses, netip.Addr.Compare)
 	vp.VirtualServers = slices.CompactFunc(vp.VirtualServers, func(a, b ipvs.VirtualServer) bool {
 		return a.Protocol == b.Protocol && a.Addr == b.Addr
@@ -166,12 +166,17 @@ func (f *ipvsFamily) services() {
 	for i := range f.st.Services {
 		svcs[i] = &f.st.Services[i]
 	}
-	slices.SortStableFunc(svcs, func(a, b *proxy.Service) int {
+	// Names are unique in a valid State, so an unstable sort gives the
+	// stable order; input from kube.StateFor is sorted already.
+	byName := func(a, b *proxy.Service) int {
 		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Name, b.Name)
-	})
+	}
+	if !slices.IsSortedFunc(svcs, byName) {
+		slices.SortFunc(svcs, byName)
+	}
 	// Parts of the service list compile at once, each into its own
 	// ipvsFamily; they are joined in order, so the plan does not depend on
 	// the parallelism.

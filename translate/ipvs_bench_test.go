@@ -24,6 +24,35 @@ func BenchmarkCompileIPVS(b *testing.B) {
 	}
 }
 
+// BenchmarkCompileIPVSText measures compiling the IPVS plan of 10 000
+// services with ten endpoints each and rendering all its texts, as
+// "svcplan plan --mode ipvs" prints them: the ipsets, the virtual servers,
+// the kube-ipvs0 addresses and the fixed iptables rules.
+func BenchmarkCompileIPVSText(b *testing.B) {
+	st := benchState(10000, 10)
+	b.ReportAllocs()
+	for b.Loop() {
+		p, err := Compile(st, ModeIPVS)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.IPSets.WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.IPVS.WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.WriteString(io.Discard, p.IPVS.AddressText()); err != nil {
+			b.Fatal(err)
+		}
+		for _, ip := range p.IPTables {
+			if _, err := ip.WriteTo(io.Discard); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
 // BenchmarkWriteToIPVS measures rendering the ipset and ipvsadm texts of
 // 10 000 services with ten endpoints each.
 func BenchmarkWriteToIPVS(b *testing.B) {
