@@ -46,24 +46,31 @@ func Run(t *testing.T, cfg Config) {
 			t.Fatalf("vmtest: Config.Env entry %q is not KEY=VALUE with a shell variable name", kv)
 		}
 	}
-	hostTimeout, guestTimeout := timeouts(t, cfg.Timeout)
-	ctx, cancel := context.WithTimeout(context.Background(), hostTimeout)
-	defer cancel()
-
 	start := time.Now()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "pkg.test")
-	if err := buildTest(ctx, cfg.Package, bin); err != nil {
+	buildCtx, cancelBuild := context.WithTimeout(context.Background(), cfg.Timeout+bootAllowance)
+	defer cancelBuild()
+	if err := buildTest(buildCtx, cfg.Package, bin); err != nil {
 		t.Fatal(err)
 	}
 	built := time.Now()
+	unlock, err := lockVM(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	locked := time.Now()
+	hostTimeout, guestTimeout := timeouts(t, cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), hostTimeout)
+	defer cancel()
 	initrd := filepath.Join(dir, "initramfs.cpio")
 	if err := writeInitramfs(initrd, assets.Initramfs, bin, cfg, guestTimeout); err != nil {
 		t.Fatal(err)
 	}
 	res, err := boot(ctx, t, assets.Kernel, initrd, cfg)
-	t.Logf("vmtest: build %v, boot %v, total %v", built.Sub(start).Round(time.Millisecond),
-		res.boot.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	t.Logf("vmtest: build %v, waited for another VM %v, boot %v, total %v", built.Sub(start).Round(time.Millisecond),
+		locked.Sub(built).Round(time.Millisecond), res.boot.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	switch {
 	case ctx.Err() != nil:
 		t.Fatalf("vmtest: the VM did not finish within %v", hostTimeout)
