@@ -6,7 +6,8 @@
 // It sits between translate, which compiles the IPVS mode of a proxy model
 // into a Plan (kube-proxy's KUBE-CLUSTER-IP, KUBE-LOOP-BACK, ... sets), and
 // the kernel. It knows sets and members, not Kubernetes, and imports
-// nothing else from svcplan.
+// nothing else from svcplan but internal/netnsfd, which opens the network
+// namespace of an apply the same way for every backend.
 //
 // Members print as ipset prints them: "10.0.0.1", "10.0.0.1,tcp:80",
 // "10.0.0.1,tcp:80,10.0.0.2", "10.0.0.1,tcp:80,10.0.0.0/24" and "30080";

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"syscall"
 
+	"github.com/svcplan/svcplan/internal/netnsfd"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
@@ -39,30 +40,16 @@ type nsHandle struct {
 
 // openNS opens the namespace the options name: the path of WithNetNS, a
 // duplicate of the descriptor of WithNetNSFd, or none; it checks that the
-// file is a network namespace.
+// file is a network namespace (internal/netnsfd).
 func (c *config) openNS() (*nsHandle, error) {
-	var f *os.File
+	f, err := netnsfd.Open(c.netnsPath, c.netnsFd, ErrNotNetNS)
 	switch {
-	case c.netnsPath != "":
-		var err error
-		if f, err = os.Open(c.netnsPath); err != nil {
-			return nil, &ApplyError{Op: "netns", Err: privilege(err)}
-		}
-	case c.netnsFd >= 0:
-		fd, err := unix.FcntlInt(uintptr(c.netnsFd), unix.F_DUPFD_CLOEXEC, 3)
-		if err != nil {
-			return nil, &ApplyError{Op: "netns", Err: fmt.Errorf("duplicating descriptor %d: %w", c.netnsFd, err)}
-		}
-		f = os.NewFile(uintptr(fd), fmt.Sprintf("netns fd %d", c.netnsFd))
-	default:
+	case err != nil:
+		return nil, &ApplyError{Op: "netns", Err: privilege(err)}
+	case f == nil:
 		return &nsHandle{fd: -1}, nil
 	}
-	h := &nsHandle{file: f, fd: int(f.Fd())}
-	if typ, err := unix.IoctlRetInt(h.fd, unix.NS_GET_NSTYPE); err != nil || typ != unix.CLONE_NEWNET {
-		h.close()
-		return nil, &ApplyError{Op: "netns", Err: fmt.Errorf("%s: %w", f.Name(), ErrNotNetNS)}
-	}
-	return h, nil
+	return &nsHandle{file: f, fd: int(f.Fd())}, nil
 }
 
 func (h *nsHandle) close() {

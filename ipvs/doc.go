@@ -8,5 +8,7 @@
 //
 // It sits between translate, which compiles the IPVS mode of a proxy model
 // into a Plan, and the kernel. It knows virtual and real servers, not
-// Kubernetes, and imports nothing else from svcplan.
+// Kubernetes, and imports nothing else from svcplan but internal/netnsfd,
+// which opens the network namespace of an apply the same way for every
+// backend.
 package ipvs

@@ -8,7 +8,9 @@
 //
 // It sits between translate, which compiles a proxy model into a Plan in
 // kube-proxy's nftables layout, and the kernel. It knows tables, chains,
-// sets and rules, not Kubernetes, and imports nothing else from svcplan.
+// sets and rules, not Kubernetes, and imports nothing else from svcplan
+// but internal/netnsfd, which opens the network namespace of an apply the
+// same way for every backend.
 //
 // # Data an applier walks
 //

@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/mdlayher/netlink"
+	"github.com/svcplan/svcplan/internal/netnsfd"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,30 +32,17 @@ type nsHandle struct {
 }
 
 // openNS opens the namespace the options name: the path of WithNetNS, a
-// duplicate of the descriptor of WithNetNSFd, or none.
+// duplicate of the descriptor of WithNetNSFd, or none; it checks that the
+// file is a network namespace (internal/netnsfd).
 func (c *config) openNS() (*nsHandle, error) {
-	var f *os.File
+	f, err := netnsfd.Open(c.netnsPath, c.netnsFd, ErrNotNetNS)
 	switch {
-	case c.netnsPath != "":
-		var err error
-		if f, err = os.Open(c.netnsPath); err != nil {
-			return nil, &ApplyError{Op: "netns", Err: privilege(err)}
-		}
-	case c.netnsFd >= 0:
-		fd, err := unix.FcntlInt(uintptr(c.netnsFd), unix.F_DUPFD_CLOEXEC, 3)
-		if err != nil {
-			return nil, &ApplyError{Op: "netns", Err: fmt.Errorf("duplicating descriptor %d: %w", c.netnsFd, err)}
-		}
-		f = os.NewFile(uintptr(fd), fmt.Sprintf("netns fd %d", c.netnsFd))
-	default:
-		return &nsHandle{}, nil
+	case err != nil:
+		return nil, &ApplyError{Op: "netns", Err: privilege(err)}
+	case f == nil:
+		return &nsHandle{fd: 0}, nil
 	}
-	h := &nsHandle{file: f, fd: int(f.Fd())}
-	if typ, err := unix.IoctlRetInt(h.fd, unix.NS_GET_NSTYPE); err != nil || typ != unix.CLONE_NEWNET {
-		h.close()
-		return nil, &ApplyError{Op: "netns", Err: fmt.Errorf("%s: %w", f.Name(), ErrNotNetNS)}
-	}
-	return h, nil
+	return &nsHandle{file: f, fd: int(f.Fd())}, nil
 }
 
 func (h *nsHandle) close() {
