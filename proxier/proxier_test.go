@@ -84,6 +84,10 @@ func TestSyncIPTablesFake(t *testing.T) {
 	if got := testutil.ToFloat64(p.MetricsForTest().SyncCount("IPv4")); got != 3 {
 		t.Errorf("kubeproxy_sync_proxy_rules_duration_seconds count = %v, want 3", got)
 	}
+	m := p.MetricsForTest()
+	if full, partial := testutil.ToFloat64(m.FullCount("IPv4")), testutil.ToFloat64(m.PartialCount("IPv4")); full != 1 || partial != 2 {
+		t.Errorf("full and partial sync duration counts = %v, %v, want 1 (the first sync) and 2", full, partial)
+	}
 	if n, err := testutil.GatherAndCount(reg, "kubeproxy_sync_proxy_rules_iptables_total"); err != nil || n == 0 {
 		t.Errorf("kubeproxy_sync_proxy_rules_iptables_total: %d series, %v", n, err)
 	}

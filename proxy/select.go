@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net/netip"
 	"slices"
-	"strconv"
 )
 
 // Target is one endpoint address and port that a service port may send a
@@ -282,20 +281,4 @@ func availableForTopology(ep *Endpoint, mode, node, zone string) bool {
 		return slices.Contains(ep.ZoneHints, zone)
 	}
 	return true
-}
-
-// PortString returns "port/protocol" in lower case, as used in readable
-// names ("80/tcp").
-func PortString(port int, proto Protocol) string {
-	return strconv.Itoa(port) + "/" + lower(string(proto))
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }

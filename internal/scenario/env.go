@@ -121,9 +121,6 @@ func (e *Env) Apply(t testing.TB, st proxy.State) {
 	e.state = st
 }
 
-// State returns the State last applied, which the caller must not change.
-func (e *Env) State() *proxy.State { return &e.state }
-
 // AddPod adds a pod at site s and remembers it under name.
 func (e *Env) AddPod(t testing.TB, name string, s netnstest.Site) netnstest.Pod {
 	t.Helper()
